@@ -1,0 +1,639 @@
+//! Deployments: an image checked out into a slot (`NAME.0`, `NAME.1`), its
+//! rendered files, and the host files that point at it.
+//!
+//! Layout under `<state-dir>/containers/`:
+//!
+//! ```text
+//! NAME -> NAME.0        the pointer, swapped by rename(2)
+//! NAME.0/rootfs/        hardlinks into the store, mounted read-only by runc
+//! NAME.0/config.json    rendered OCI runtime config (the bundle)
+//! NAME.0/info           JSON state: image, values, host files
+//! NAME.0/NAME.service   the unit as rendered for this slot
+//! NAME.0/tmpfiles.conf  the tmpfiles.d lines as rendered for this slot
+//! ```
+//!
+//! Everything a slot needs is written before anything on the host changes,
+//! so a bad input fails with the host untouched.
+
+pub mod fsops;
+pub mod render;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context};
+
+use crate::exports;
+use crate::reference::ImageName;
+use crate::store::{Store, StoredImage};
+use crate::systemd::Systemd;
+use crate::template::{self, Values};
+
+/// The host socle deploys onto: where things go and whom to ask.
+pub struct Host {
+    pub state_dir: PathBuf,
+    pub unit_dir: PathBuf,
+    pub tmpfiles_dir: PathBuf,
+    pub host_root: PathBuf,
+    pub runtime: String,
+    pub systemd: Box<dyn Systemd>,
+}
+
+/// A host file a deployment installed, with the checksum it had then.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct InstalledFile {
+    /// Absolute path on the host (not prefixed by `--host-root`).
+    pub path: PathBuf,
+    pub sha256: String,
+}
+
+/// The `info` file of a slot: everything needed to list, update, roll back
+/// or remove the deployment without the image.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Info {
+    pub name: String,
+    pub image: String,
+    pub image_id: String,
+    pub store_commit: String,
+    pub slot: u32,
+    pub created: String,
+    pub runtime: String,
+    pub has_container_service: bool,
+    /// Every value the templates were rendered with.
+    pub values: Values,
+    /// The values the user set with `--set`, kept across updates.
+    pub user_values: Values,
+    pub installed_files: Vec<InstalledFile>,
+}
+
+pub struct InstallOptions<'a> {
+    pub name: &'a str,
+    pub image: &'a str,
+    pub set: &'a [String],
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct InstallReport {
+    pub name: String,
+    pub image: String,
+    pub image_id: String,
+    pub deployment: PathBuf,
+    pub unit: Option<PathBuf>,
+    pub tmpfiles: PathBuf,
+    pub host_files: Vec<PathBuf>,
+    pub warnings: Vec<String>,
+}
+
+/// A row of `socle list`.
+#[derive(Debug, serde::Serialize)]
+pub struct ContainerStatus {
+    pub name: String,
+    pub image: String,
+    pub image_id: String,
+    /// running, inactive, failed, no service, or unknown (no systemd asked).
+    pub state: String,
+    pub runtime: String,
+    pub slot: u32,
+    pub deployment: PathBuf,
+}
+
+pub fn unit_file_name(name: &str) -> String {
+    format!("{name}.service")
+}
+
+/// Checks a container name: it becomes a directory, a unit and a runc id.
+pub fn validate_name(name: &str) -> anyhow::Result<()> {
+    let problem = if name.is_empty() {
+        Some("is empty")
+    } else if name.starts_with('.') {
+        Some("starts with '.'")
+    } else if name.contains('/') {
+        Some("contains '/'")
+    } else if name.len() > 128 {
+        Some("is longer than 128 characters")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+    {
+        Some("may only contain letters, digits, '-', '_', '.' and '@'")
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => bail!("invalid container name {name:?}: it {p}"),
+        None => Ok(()),
+    }
+}
+
+impl Host {
+    pub fn containers_dir(&self) -> PathBuf {
+        self.state_dir.join("containers")
+    }
+
+    pub fn repo_dir(&self) -> PathBuf {
+        self.state_dir.join("repo")
+    }
+
+    fn pointer(&self, name: &str) -> PathBuf {
+        self.containers_dir().join(name)
+    }
+
+    fn slot_dir(&self, name: &str, slot: u32) -> PathBuf {
+        self.containers_dir().join(format!("{name}.{slot}"))
+    }
+
+    fn unit_path(&self, name: &str) -> PathBuf {
+        self.unit_dir.join(unit_file_name(name))
+    }
+
+    fn tmpfiles_path(&self, name: &str) -> PathBuf {
+        self.tmpfiles_dir.join(format!("{name}.conf"))
+    }
+
+    /// Where an absolute host path lands under `--host-root`.
+    pub fn on_host(&self, path: &Path) -> PathBuf {
+        self.host_root.join(path.strip_prefix("/").unwrap_or(path))
+    }
+
+    /// The slot the pointer designates, if the container is installed.
+    pub fn current_slot(&self, name: &str) -> Option<u32> {
+        let target = fs::read_link(self.pointer(name)).ok()?;
+        let target = target.file_name()?.to_string_lossy().to_string();
+        target.strip_prefix(&format!("{name}."))?.parse().ok()
+    }
+
+    pub fn read_info(&self, name: &str, slot: u32) -> anyhow::Result<Info> {
+        let path = self.slot_dir(name, slot).join("info");
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Names of installed containers (every pointer in the containers dir).
+    pub fn installed(&self) -> anyhow::Result<Vec<String>> {
+        let dir = self.containers_dir();
+        let mut names = Vec::new();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if entry.file_type()?.is_symlink() && !name.starts_with('.') {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Runs systemd-tmpfiles for one file, inside `--host-root`.
+    fn run_tmpfiles(&self, action: &str, file: &Path) -> anyhow::Result<()> {
+        let mut cmd = Command::new("systemd-tmpfiles");
+        cmd.arg(action);
+        if self.host_root != Path::new("/") {
+            cmd.arg(format!("--root={}", self.host_root.display()));
+        }
+        cmd.arg(file);
+        let out = cmd
+            .output()
+            .with_context(|| format!("running systemd-tmpfiles {action} {}", file.display()))?;
+        if !out.status.success() {
+            bail!(
+                "systemd-tmpfiles {action} {} failed: {}",
+                file.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Host files written so far, removed again if the install fails midway.
+#[derive(Default)]
+struct Undo {
+    paths: Vec<PathBuf>,
+}
+
+impl Undo {
+    fn run(self) {
+        for p in self.paths.iter().rev() {
+            let _ = fsops::remove_any(p);
+        }
+    }
+}
+
+/// Installs `image` as container `name` into slot 0 and enables its unit.
+pub fn install(host: &Host, store: &Store, opts: &InstallOptions) -> anyhow::Result<InstallReport> {
+    let name = opts.name;
+    validate_name(name)?;
+    let user_values = parse_sets(opts.set)?;
+    if let Some(slot) = host.current_slot(name) {
+        let image = host
+            .read_info(name, slot)
+            .map(|i| i.image)
+            .unwrap_or_else(|_| "?".into());
+        bail!(
+            "container {name:?} is already installed (image {image}); use `socle uninstall {name}` first, or pick another --name"
+        );
+    }
+    let unit_path = host.unit_path(name);
+    if unit_path.exists() {
+        bail!(
+            "{} already exists and was not installed by socle; choose another --name",
+            unit_path.display()
+        );
+    }
+    let image = store.image(opts.image)?;
+    fs::create_dir_all(host.containers_dir())
+        .with_context(|| format!("creating {}", host.containers_dir().display()))?;
+
+    // A slot left by an install that crashed before the pointer existed is
+    // garbage: nobody points at it.
+    let slot = 0;
+    let slot_dir = host.slot_dir(name, slot);
+    let staging = host
+        .containers_dir()
+        .join(format!(".{name}.{slot}.staging"));
+    fsops::remove_any(&staging)?;
+    fsops::remove_any(&slot_dir)?;
+
+    let mut undo = Undo::default();
+    undo.paths.push(staging.clone());
+    let result = write_deployment(
+        host,
+        store,
+        &image,
+        name,
+        slot,
+        &user_values,
+        &staging,
+        &mut undo,
+    );
+    let (info, rendered_unit, warnings) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            undo.run();
+            return Err(e);
+        }
+    };
+    let finish = || -> anyhow::Result<()> {
+        fs::rename(&staging, &slot_dir)
+            .with_context(|| format!("renaming {} to {}", staging.display(), slot_dir.display()))?;
+        fsops::sync_dir(&host.containers_dir())?;
+        publish_host_files(host, name, &slot_dir, rendered_unit.is_some())?;
+        fsops::swap_symlink(Path::new(&format!("{name}.{slot}")), &host.pointer(name))?;
+        host.systemd.reload()?;
+        if rendered_unit.is_some() {
+            host.systemd.enable(&unit_file_name(name))?;
+        }
+        host.run_tmpfiles("--create", &host.tmpfiles_path(name))?;
+        Ok(())
+    };
+    if let Err(e) = finish() {
+        undo.paths.extend([
+            slot_dir.clone(),
+            host.pointer(name),
+            host.unit_path(name),
+            host.tmpfiles_path(name),
+        ]);
+        undo.run();
+        let _ = host.systemd.reload();
+        return Err(e.context(format!("installing {name}; nothing was left behind")));
+    }
+    Ok(InstallReport {
+        name: name.into(),
+        image: info.image,
+        image_id: info.image_id,
+        deployment: slot_dir,
+        unit: rendered_unit.map(|_| host.unit_path(name)),
+        tmpfiles: host.tmpfiles_path(name),
+        host_files: info
+            .installed_files
+            .iter()
+            .map(|f| f.path.clone())
+            .collect(),
+        warnings,
+    })
+}
+
+fn parse_sets(sets: &[String]) -> anyhow::Result<Values> {
+    let mut values = Values::new();
+    for s in sets {
+        let (k, v) = template::parse_set(s)?;
+        values.insert(k, v);
+    }
+    Ok(values)
+}
+
+/// Writes a complete slot into `dir` (checkout, rendered files, host files
+/// and info); host files written are recorded in `undo`.
+#[allow(clippy::too_many_arguments)]
+fn write_deployment(
+    host: &Host,
+    store: &Store,
+    image: &StoredImage,
+    name: &str,
+    slot: u32,
+    user_values: &Values,
+    dir: &Path,
+    undo: &mut Undo,
+) -> anyhow::Result<(Info, Option<String>, Vec<String>)> {
+    let rootfs = dir.join("rootfs");
+    store.checkout(image, &rootfs)?;
+    let exports = exports::read(&rootfs)?;
+    let image_config = image.config()?;
+    let destdir = host.slot_dir(name, slot);
+    let input = render::RenderInput {
+        name,
+        image_name: &image.name.to_string(),
+        image_id: &image.id,
+        destdir: &destdir,
+        runtime: &host.runtime,
+        exports: exports.as_ref(),
+        image_config: &image_config,
+        user_set: user_values,
+        previous: None,
+        host_root: &host.host_root,
+    };
+    let rendered = render::render(&input)?;
+    let warnings = rendered.warnings.clone();
+
+    fsops::write_atomic(
+        &dir.join("config.json"),
+        rendered.config_json.as_bytes(),
+        0o644,
+    )?;
+    if let Some(unit) = &rendered.unit {
+        fsops::write_atomic(&dir.join(unit_file_name(name)), unit.as_bytes(), 0o644)?;
+    }
+    fsops::write_atomic(
+        &dir.join("tmpfiles.conf"),
+        rendered.tmpfiles.as_bytes(),
+        0o644,
+    )?;
+
+    // Refuse to overwrite host files socle did not write.
+    for f in &rendered.host_files {
+        let on_host = host.on_host(&f.dest);
+        if fs::symlink_metadata(&on_host).is_ok() {
+            bail!(
+                "host file {} already exists; remove it or choose another --name",
+                on_host.display()
+            );
+        }
+    }
+    let mut installed = Vec::new();
+    for f in &rendered.host_files {
+        let on_host = host.on_host(&f.dest);
+        let data = match &f.content {
+            Some(text) => text.clone().into_bytes(),
+            None => {
+                fs::read(&f.source).with_context(|| format!("reading {}", f.source.display()))?
+            }
+        };
+        let mode = {
+            use std::os::unix::fs::PermissionsExt;
+            fs::metadata(&f.source)
+                .map(|m| m.permissions().mode() & 0o7777)
+                .unwrap_or(0o644)
+        };
+        undo.paths.push(on_host.clone());
+        fsops::write_atomic(&on_host, &data, mode)?;
+        installed.push(InstalledFile {
+            path: f.dest.clone(),
+            sha256: fsops::sha256_bytes(&data),
+        });
+    }
+
+    let info = Info {
+        name: name.into(),
+        image: image.name.to_string(),
+        image_id: image.id.clone(),
+        store_commit: image.commit.clone(),
+        slot,
+        created: now_rfc3339(),
+        runtime: host.runtime.clone(),
+        has_container_service: rendered.unit.is_some(),
+        values: rendered.values.clone(),
+        user_values: user_values
+            .iter()
+            .filter(|(k, _)| !template::FORCED.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        installed_files: installed,
+    };
+    let info_json = serde_json::to_string_pretty(&info)? + "\n";
+    fsops::write_atomic(&dir.join("info"), info_json.as_bytes(), 0o644)?;
+    Ok((info, rendered.unit, warnings))
+}
+
+/// Copies a slot's unit and tmpfiles into the host's systemd directories.
+fn publish_host_files(
+    host: &Host,
+    name: &str,
+    slot_dir: &Path,
+    has_unit: bool,
+) -> anyhow::Result<()> {
+    if has_unit {
+        let unit = fs::read(slot_dir.join(unit_file_name(name)))?;
+        fsops::write_atomic(&host.unit_path(name), &unit, 0o644)?;
+    }
+    let tmpfiles = fs::read(slot_dir.join("tmpfiles.conf"))?;
+    fsops::write_atomic(&host.tmpfiles_path(name), &tmpfiles, 0o644)?;
+    Ok(())
+}
+
+fn now_rfc3339() -> String {
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output();
+    out.ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct UninstallReport {
+    pub name: String,
+    pub removed: Vec<PathBuf>,
+    /// Host files edited since install, left in place.
+    pub kept: Vec<PathBuf>,
+}
+
+/// Stops and removes a container: unit, tmpfiles, unchanged host files,
+/// pointer and slots. Data directories made by tmpfiles `d`/`Z` lines stay.
+pub fn uninstall(host: &Host, name: &str) -> anyhow::Result<UninstallReport> {
+    validate_name(name)?;
+    let Some(slot) = host.current_slot(name) else {
+        bail!("no container {name:?} is installed (see `socle list --all`)");
+    };
+    let info = host.read_info(name, slot)?;
+    let unit = unit_file_name(name);
+    let mut report = UninstallReport {
+        name: name.into(),
+        ..Default::default()
+    };
+    if info.has_container_service {
+        if host.systemd.active_state(&unit)?.as_deref() != Some("inactive") {
+            host.systemd.stop(&unit)?;
+        }
+        host.systemd.disable(&unit)?;
+        let unit_path = host.unit_path(name);
+        fsops::remove_any(&unit_path)?;
+        report.removed.push(unit_path);
+        host.systemd.reload()?;
+    }
+    let tmpfiles = host.tmpfiles_path(name);
+    if tmpfiles.exists() {
+        host.run_tmpfiles("--remove", &tmpfiles)?;
+        fsops::remove_any(&tmpfiles)?;
+        report.removed.push(tmpfiles);
+    }
+    for f in &info.installed_files {
+        let on_host = host.on_host(&f.path);
+        match fsops::sha256_file(&on_host) {
+            Ok(sum) if sum == f.sha256 => {
+                fsops::remove_any(&on_host)?;
+                report.removed.push(f.path.clone());
+            }
+            Ok(_) => {
+                eprintln!("Kept {}: it was edited after install.", on_host.display());
+                report.kept.push(f.path.clone());
+            }
+            Err(_) => {} // already gone
+        }
+    }
+    fsops::remove_any(&host.pointer(name))?;
+    fsops::sync_dir(&host.containers_dir())?;
+    for s in [0, 1] {
+        let d = host.slot_dir(name, s);
+        if d.exists() {
+            fsops::remove_any(&d)?;
+            report.removed.push(d);
+        }
+    }
+    Ok(report)
+}
+
+/// State of every installed container.
+pub fn list(host: &Host) -> anyhow::Result<Vec<ContainerStatus>> {
+    let mut rows = Vec::new();
+    for name in host.installed()? {
+        let Some(slot) = host.current_slot(&name) else {
+            continue;
+        };
+        let info = host.read_info(&name, slot)?;
+        let state = if !info.has_container_service {
+            "no service".to_string()
+        } else {
+            match host.systemd.active_state(&unit_file_name(&name))? {
+                Some(s) if s == "active" => "running".into(),
+                Some(s) => s,
+                None => "unknown".into(),
+            }
+        };
+        rows.push(ContainerStatus {
+            name: name.clone(),
+            image: info.image,
+            image_id: info.image_id,
+            state,
+            runtime: info.runtime,
+            slot,
+            deployment: host.slot_dir(&name, slot),
+        });
+    }
+    Ok(rows)
+}
+
+/// Variables the host provides (overridable), see DESIGN.md.
+const OS_PROVIDED: &[&str] = &[
+    "RUN_DIRECTORY",
+    "STATE_DIRECTORY",
+    "CONF_DIRECTORY",
+    "PIDFILE",
+    "UUID",
+    "ALL_PROCESS_CAPABILITIES",
+    "RUNTIME",
+    "ATOMIC",
+];
+
+/// What `socle images info` shows about an image's /exports.
+#[derive(Debug, serde::Serialize)]
+pub struct ImageDetails {
+    pub name: String,
+    pub id: String,
+    pub created: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub has_exports: bool,
+    /// Variables with the image's default values.
+    pub defaults: Values,
+    /// Variables the templates use that nothing provides: `--set` them.
+    pub required: Vec<String>,
+}
+
+/// Reads an image's labels and variables (from a throwaway checkout).
+pub fn image_details(
+    host: &Host,
+    store: &Store,
+    image: &ImageName,
+) -> anyhow::Result<ImageDetails> {
+    let image = store.image(&image.to_string())?;
+    details_of(host, store, &image)
+}
+
+pub fn details_of(host: &Host, store: &Store, image: &StoredImage) -> anyhow::Result<ImageDetails> {
+    let tmp = tempfile::Builder::new()
+        .prefix(".inspect-")
+        .tempdir_in(&host.state_dir)
+        .with_context(|| format!("creating a scratch dir in {}", host.state_dir.display()))?;
+    let rootfs = tmp.path().join("rootfs");
+    store.checkout(image, &rootfs)?;
+    let exports = exports::read(&rootfs)?;
+    let config = image.config()?;
+    let labels = config
+        .config()
+        .as_ref()
+        .and_then(|c| c.labels().clone())
+        .map(|l| l.into_iter().collect())
+        .unwrap_or_default();
+    let (defaults, required) = match &exports {
+        None => (Values::new(), Vec::new()),
+        Some(e) => {
+            let mut used = std::collections::BTreeSet::new();
+            for t in [
+                &e.config_template,
+                &e.service_template,
+                &e.tmpfiles_template,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                used.extend(template::variables_in(t));
+            }
+            let required = used
+                .into_iter()
+                .filter(|v| {
+                    !e.manifest.default_values.contains_key(v)
+                        && !template::FORCED.contains(&v.as_str())
+                        && !OS_PROVIDED.contains(&v.as_str())
+                })
+                .collect();
+            (e.manifest.default_values.clone(), required)
+        }
+    };
+    Ok(ImageDetails {
+        name: image.name.to_string(),
+        id: image.id.clone(),
+        created: image.created.clone(),
+        labels,
+        has_exports: exports.is_some(),
+        defaults,
+        required,
+    })
+}

@@ -1,0 +1,16 @@
+//! socle: OCI images → OSTree store → read-only deployments → systemd units running runc.
+//!
+//! Data flows forward along the path of one component:
+//! `reference` → `archive` (local sources) → `store` → `deploy` (with `exports`,
+//! `template`, `runtime`) → `systemd`. `cli` only parses arguments and prints.
+
+pub mod archive;
+pub mod cli;
+pub mod deploy;
+pub mod exports;
+pub mod pull;
+pub mod reference;
+pub mod runtime;
+pub mod store;
+pub mod systemd;
+pub mod template;

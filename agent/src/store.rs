@@ -1,0 +1,959 @@
+//! The content store: an ostree repository holding one commit per layer and
+//! one per image.
+//!
+//! Layers are imported straight from their tar stream into ostree objects:
+//! one decompression, the blob digest and the diff_id checked while the bytes
+//! flow, nothing extracted to a temporary directory. OCI whiteouts are not
+//! stored as files; they are recorded in the layer's commit metadata and
+//! applied when the image is checked out.
+//!
+//! Refs follow atomic's layout so its users find their way: `ociimage/<hex>`
+//! for a layer, `ociimage/<encoded name>` for an image.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use ostree::gio;
+use ostree::glib;
+use ostree::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::archive::Compression;
+use crate::reference::ImageName;
+
+const REF_PREFIX: &str = "ociimage/";
+const MD_DIGEST: &str = "socle.digest";
+const MD_DIFF_ID: &str = "socle.diff-id";
+const MD_WHITEOUTS: &str = "socle.whiteouts";
+const MD_OPAQUE: &str = "socle.opaque-dirs";
+const MD_UNPACKED: &str = "socle.unpacked-size";
+const MD_NAME: &str = "socle.name";
+const MD_MANIFEST: &str = "socle.manifest";
+const MD_MANIFEST_DIGEST: &str = "socle.manifest-digest";
+const MD_CONFIG: &str = "socle.config";
+const MD_LAYERS: &str = "socle.layers";
+/// atomic kept the manifest under this key; keep it so its tools can read ours.
+const MD_ATOMIC_MANIFEST: &str = "docker.manifest";
+
+/// Files up to this size are written in one call instead of streamed.
+const INLINE_MAX: u64 = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {message}")]
+    Repo { path: PathBuf, message: String },
+    #[error("layer {digest}: {message}")]
+    Layer { digest: String, message: String },
+    #[error(
+        "layer {digest}: {what} digest mismatch: the data hashes to {actual} (nothing was stored)"
+    )]
+    DigestMismatch {
+        digest: String,
+        what: &'static str,
+        actual: String,
+    },
+    #[error("no image {0:?} in the store (see `socle images list`)")]
+    NoSuchImage(String),
+    #[error("image {0:?} is ambiguous: it matches {1}")]
+    Ambiguous(String, String),
+    #[error("checkout of {image} into {dest}: {message}")]
+    Checkout {
+        image: String,
+        dest: PathBuf,
+        message: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// A layer's record in the store.
+#[derive(Debug, Clone)]
+pub struct StoredLayer {
+    pub digest: String,
+    pub commit: String,
+    pub whiteouts: Vec<String>,
+    pub opaque_dirs: Vec<String>,
+    pub unpacked_size: u64,
+}
+
+/// An image's record in the store.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoredImage {
+    pub name: ImageName,
+    /// The manifest digest, `sha256:…`: the image id users see.
+    pub id: String,
+    pub commit: String,
+    pub created: Option<String>,
+    pub layers: Vec<String>,
+    #[serde(skip)]
+    pub manifest: Vec<u8>,
+    #[serde(skip)]
+    pub config: Vec<u8>,
+}
+
+impl StoredImage {
+    pub fn short_id(&self) -> &str {
+        let hex = self.id.strip_prefix("sha256:").unwrap_or(&self.id);
+        &hex[..hex.len().min(12)]
+    }
+
+    pub fn config(&self) -> Result<oci_spec::image::ImageConfiguration> {
+        serde_json::from_slice(&self.config).map_err(|e| StoreError::Repo {
+            path: PathBuf::new(),
+            message: format!("image {}: stored config is not valid: {e}", self.name),
+        })
+    }
+}
+
+pub struct Store {
+    repo: ostree::Repo,
+    path: PathBuf,
+}
+
+fn cancel() -> Option<&'static gio::Cancellable> {
+    None
+}
+
+/// atomic's ref encoding: `[A-Za-z0-9.-]` kept, every other byte as `_XX`.
+pub fn encode_name(name: &ImageName) -> String {
+    let mut out = String::new();
+    for b in name.to_string().bytes() {
+        if b.is_ascii_alphanumeric() || b == b'.' || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("_{b:02X}"));
+        }
+    }
+    out
+}
+
+pub fn decode_name(encoded: &str) -> Option<String> {
+    let bytes = encoded.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'_' {
+            let hex = encoded.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn layer_ref(digest: &str) -> String {
+    format!(
+        "{REF_PREFIX}{}",
+        digest.strip_prefix("sha256:").unwrap_or(digest)
+    )
+}
+
+fn image_ref(name: &ImageName) -> String {
+    format!("{REF_PREFIX}{}", encode_name(name))
+}
+
+fn is_layer_ref(r: &str) -> bool {
+    r.strip_prefix(REF_PREFIX)
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// A reader that hashes what passes through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+    /// Reads to the end (tar padding, compression trailers) and returns the digest.
+    fn finish(mut self) -> io::Result<(String, u64)> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok((
+            format!("sha256:{}", hex::encode(self.hasher.finalize())),
+            self.count,
+        ))
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+impl Store {
+    /// Opens the repository at `path`, creating it when absent. Root gets a
+    /// `bare` repo (ownership kept, as runc needs); others `bare-user`.
+    pub fn open(path: &Path) -> Result<Store> {
+        let err = |e: glib::Error| StoreError::Repo {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let path_str = path.to_str().ok_or_else(|| StoreError::Repo {
+            path: path.to_path_buf(),
+            message: "path is not UTF-8".into(),
+        })?;
+        let repo = if path.join("config").exists() {
+            ostree::Repo::open_at(ostree::AT_FDCWD, path_str, cancel()).map_err(err)?
+        } else {
+            std::fs::create_dir_all(path).map_err(|e| StoreError::Repo {
+                path: path.to_path_buf(),
+                message: format!("cannot create: {e}"),
+            })?;
+            let mode = if rustix::process::geteuid().is_root() {
+                ostree::RepoMode::Bare
+            } else {
+                ostree::RepoMode::BareUser
+            };
+            ostree::Repo::create_at(ostree::AT_FDCWD, path_str, mode, None, cancel())
+                .map_err(err)?
+        };
+        // One syncfs at the end of a pull is far cheaper than an fsync per
+        // object; `sync()` below is the durability point.
+        repo.set_disable_fsync(true);
+        Ok(Store {
+            repo,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn repo_err(&self, what: &str) -> impl FnOnce(glib::Error) -> StoreError + '_ {
+        let what = what.to_string();
+        move |e| StoreError::Repo {
+            path: self.path.clone(),
+            message: format!("{what}: {e}"),
+        }
+    }
+
+    /// Flushes everything written so far to disk.
+    pub fn sync(&self) -> Result<()> {
+        let dir = File::open(&self.path).map_err(|e| StoreError::Repo {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
+        rustix::fs::syncfs(&dir).map_err(|e| StoreError::Repo {
+            path: self.path.clone(),
+            message: format!("syncfs: {e}"),
+        })
+    }
+
+    pub fn has_layer(&self, digest: &str) -> Result<bool> {
+        Ok(self
+            .repo
+            .resolve_rev(&layer_ref(digest), true)
+            .map_err(self.repo_err("resolve layer ref"))?
+            .is_some())
+    }
+
+    /// Streams a layer blob into the store. On any error (including a digest
+    /// mismatch) the transaction is aborted and nothing becomes visible.
+    pub fn import_layer(
+        &self,
+        digest: &str,
+        diff_id: &str,
+        compression: Compression,
+        blob: impl Read,
+    ) -> Result<StoredLayer> {
+        self.repo
+            .prepare_transaction(cancel())
+            .map_err(self.repo_err("prepare transaction"))?;
+        match self.import_layer_in_transaction(digest, diff_id, compression, blob) {
+            Ok(layer) => {
+                self.repo
+                    .commit_transaction(cancel())
+                    .map_err(self.repo_err("commit transaction"))?;
+                Ok(layer)
+            }
+            Err(e) => {
+                let _ = self.repo.abort_transaction(cancel());
+                Err(e)
+            }
+        }
+    }
+
+    fn import_layer_in_transaction(
+        &self,
+        digest: &str,
+        diff_id: &str,
+        compression: Compression,
+        blob: impl Read,
+    ) -> Result<StoredLayer> {
+        let layer_err = |message: String| StoreError::Layer {
+            digest: digest.to_string(),
+            message,
+        };
+        let mut compressed = HashingReader::new(BufReader::with_capacity(1 << 20, blob));
+        let decoder: Box<dyn Read> = match compression {
+            Compression::None => Box::new(&mut compressed),
+            Compression::Gzip => Box::new(flate2::read::GzDecoder::new(&mut compressed)),
+            Compression::Zstd => Box::new(
+                zstd::stream::read::Decoder::new(&mut compressed)
+                    .map_err(|e| layer_err(format!("zstd: {e}")))?,
+            ),
+        };
+        let mut uncompressed = HashingReader::new(decoder);
+        let mut writer = TreeWriter::new(&self.repo)?;
+        {
+            let mut archive = tar::Archive::new(&mut uncompressed);
+            let entries = archive
+                .entries()
+                .map_err(|e| layer_err(format!("reading tar: {e}")))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| layer_err(format!("reading tar: {e}")))?;
+                writer.add(entry).map_err(|e| layer_err(e.to_string()))?;
+            }
+        }
+        let (actual_diff_id, unpacked) = uncompressed
+            .finish()
+            .map_err(|e| layer_err(format!("reading layer: {e}")))?;
+        let (actual_digest, _) = compressed
+            .finish()
+            .map_err(|e| layer_err(format!("reading layer: {e}")))?;
+        if actual_digest != digest {
+            return Err(StoreError::DigestMismatch {
+                digest: digest.into(),
+                what: "blob",
+                actual: actual_digest,
+            });
+        }
+        if actual_diff_id != diff_id {
+            return Err(StoreError::DigestMismatch {
+                digest: digest.into(),
+                what: "uncompressed (diff_id)",
+                actual: actual_diff_id,
+            });
+        }
+
+        let (root, whiteouts, opaque_dirs) = writer.finish()?;
+        let md = glib::VariantDict::new(None);
+        md.insert_value(MD_DIGEST, &digest.to_variant());
+        md.insert_value(MD_DIFF_ID, &diff_id.to_variant());
+        md.insert_value(MD_WHITEOUTS, &whiteouts.to_variant());
+        md.insert_value(MD_OPAQUE, &opaque_dirs.to_variant());
+        md.insert_value(MD_UNPACKED, &unpacked.to_variant());
+        let commit = self
+            .repo
+            .write_commit_with_time(
+                None,
+                Some(digest),
+                None,
+                Some(&md.end()),
+                &root,
+                0,
+                cancel(),
+            )
+            .map_err(self.repo_err("write layer commit"))?
+            .to_string();
+        self.repo
+            .transaction_set_ref(None, &layer_ref(digest), Some(&commit));
+        Ok(StoredLayer {
+            digest: digest.into(),
+            commit,
+            whiteouts,
+            opaque_dirs,
+            unpacked_size: unpacked,
+        })
+    }
+
+    pub fn layer(&self, digest: &str) -> Result<StoredLayer> {
+        let commit = self
+            .repo
+            .resolve_rev(&layer_ref(digest), true)
+            .map_err(self.repo_err("resolve layer ref"))?
+            .ok_or_else(|| StoreError::Layer {
+                digest: digest.into(),
+                message: "not in the store".into(),
+            })?
+            .to_string();
+        let md = self.commit_metadata(&commit)?;
+        Ok(StoredLayer {
+            digest: digest.into(),
+            whiteouts: md
+                .lookup::<Vec<String>>(MD_WHITEOUTS)
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+            opaque_dirs: md
+                .lookup::<Vec<String>>(MD_OPAQUE)
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+            unpacked_size: md.lookup::<u64>(MD_UNPACKED).ok().flatten().unwrap_or(0),
+            commit,
+        })
+    }
+
+    fn commit_metadata(&self, commit: &str) -> Result<glib::VariantDict> {
+        let (v, _) = self
+            .repo
+            .load_commit(commit)
+            .map_err(self.repo_err("load commit"))?;
+        Ok(glib::VariantDict::new(Some(&v.child_value(0))))
+    }
+
+    /// Records an image whose layers are all in the store; replaces an older
+    /// image of the same name.
+    pub fn commit_image(
+        &self,
+        name: &ImageName,
+        manifest_digest: &str,
+        manifest: &[u8],
+        config: &[u8],
+        layers: &[String],
+    ) -> Result<StoredImage> {
+        for l in layers {
+            self.layer(l)?;
+        }
+        self.repo
+            .prepare_transaction(cancel())
+            .map_err(self.repo_err("prepare transaction"))?;
+        let result = (|| {
+            let mtree = ostree::MutableTree::new();
+            let meta = TreeWriter::dirmeta(&self.repo, 0, 0, 0o755)?;
+            mtree.set_metadata_checksum(&meta);
+            let root = self
+                .repo
+                .write_mtree(&mtree, cancel())
+                .map_err(self.repo_err("write image tree"))?;
+            let root = root
+                .downcast::<ostree::RepoFile>()
+                .map_err(|_| StoreError::Repo {
+                    path: self.path.clone(),
+                    message: "write_mtree did not return a RepoFile".into(),
+                })?;
+            let md = glib::VariantDict::new(None);
+            let manifest_str = String::from_utf8_lossy(manifest).to_string();
+            md.insert_value(MD_NAME, &name.to_string().to_variant());
+            md.insert_value(MD_MANIFEST_DIGEST, &manifest_digest.to_variant());
+            md.insert_value(MD_MANIFEST, &manifest_str.to_variant());
+            md.insert_value(MD_ATOMIC_MANIFEST, &manifest_str.to_variant());
+            md.insert_value(
+                MD_CONFIG,
+                &String::from_utf8_lossy(config).to_string().to_variant(),
+            );
+            md.insert_value(MD_LAYERS, &layers.to_variant());
+            let commit = self
+                .repo
+                .write_commit_with_time(
+                    None,
+                    Some(&name.to_string()),
+                    None,
+                    Some(&md.end()),
+                    &root,
+                    0,
+                    cancel(),
+                )
+                .map_err(self.repo_err("write image commit"))?;
+            self.repo
+                .transaction_set_ref(None, &image_ref(name), Some(&commit));
+            Ok(commit.to_string())
+        })();
+        match result {
+            Ok(_) => {
+                self.repo
+                    .commit_transaction(cancel())
+                    .map_err(self.repo_err("commit transaction"))?;
+                self.sync()?;
+                self.image(&name.to_string())
+            }
+            Err(e) => {
+                let _ = self.repo.abort_transaction(cancel());
+                Err(e)
+            }
+        }
+    }
+
+    fn image_from_commit(&self, commit: &str) -> Result<StoredImage> {
+        let md = self.commit_metadata(commit)?;
+        let get = |k: &str| md.lookup::<String>(k).ok().flatten().unwrap_or_default();
+        let name = ImageName::parse(&get(MD_NAME)).map_err(|e| StoreError::Repo {
+            path: self.path.clone(),
+            message: format!("commit {commit}: {e}"),
+        })?;
+        let config = get(MD_CONFIG).into_bytes();
+        let created = serde_json::from_slice::<serde_json::Value>(&config)
+            .ok()
+            .and_then(|c| c.get("created")?.as_str().map(str::to_string));
+        Ok(StoredImage {
+            name,
+            id: get(MD_MANIFEST_DIGEST),
+            commit: commit.into(),
+            created,
+            layers: md
+                .lookup::<Vec<String>>(MD_LAYERS)
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+            manifest: get(MD_MANIFEST).into_bytes(),
+            config,
+        })
+    }
+
+    /// Every image in the store, sorted by name.
+    pub fn images(&self) -> Result<Vec<StoredImage>> {
+        let refs = self
+            .repo
+            .list_refs(Some(REF_PREFIX.trim_end_matches('/')), cancel())
+            .map_err(self.repo_err("list refs"))?;
+        let mut out = Vec::new();
+        for (r, commit) in refs {
+            let full = if r.starts_with(REF_PREFIX) {
+                r.clone()
+            } else {
+                format!("{REF_PREFIX}{r}")
+            };
+            if is_layer_ref(&full) {
+                continue;
+            }
+            out.push(self.image_from_commit(&commit)?);
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Finds an image by name (`repo[:tag]`) or by a prefix of its id.
+    pub fn image(&self, name_or_id: &str) -> Result<StoredImage> {
+        if let Ok(name) = ImageName::parse(name_or_id) {
+            if let Some(commit) = self
+                .repo
+                .resolve_rev(&image_ref(&name), true)
+                .map_err(self.repo_err("resolve image ref"))?
+            {
+                return self.image_from_commit(&commit);
+            }
+        }
+        let prefix = name_or_id.strip_prefix("sha256:").unwrap_or(name_or_id);
+        if prefix.len() >= 4 && prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let matches: Vec<StoredImage> = self
+                .images()?
+                .into_iter()
+                .filter(|i| i.id.trim_start_matches("sha256:").starts_with(prefix))
+                .collect();
+            let distinct: BTreeMap<&str, Vec<String>> =
+                matches.iter().fold(BTreeMap::new(), |mut m, i| {
+                    m.entry(i.id.as_str()).or_default().push(i.name.to_string());
+                    m
+                });
+            match distinct.len() {
+                0 => {}
+                1 => return Ok(matches.into_iter().next().expect("one match")),
+                _ => {
+                    return Err(StoreError::Ambiguous(
+                        name_or_id.into(),
+                        distinct
+                            .values()
+                            .map(|v| v.join(","))
+                            .collect::<Vec<_>>()
+                            .join(" and "),
+                    ))
+                }
+            }
+        }
+        Err(StoreError::NoSuchImage(name_or_id.into()))
+    }
+
+    /// Size of an image once checked out (sum of its layers' tar contents).
+    pub fn image_size(&self, image: &StoredImage) -> Result<u64> {
+        image
+            .layers
+            .iter()
+            .map(|l| self.layer(l).map(|l| l.unpacked_size))
+            .sum()
+    }
+
+    /// Checks an image out into `dest` (which must not exist) as hardlinks
+    /// into the store, layer by layer, applying each layer's whiteouts to
+    /// what the layers below put there.
+    pub fn checkout(&self, image: &StoredImage, dest: &Path) -> Result<()> {
+        let err = |message: String| StoreError::Checkout {
+            image: image.name.to_string(),
+            dest: dest.to_path_buf(),
+            message,
+        };
+        let parent = dest
+            .parent()
+            .ok_or_else(|| err("destination has no parent directory".into()))?;
+        let base = dest
+            .file_name()
+            .ok_or_else(|| err("destination has no file name".into()))?;
+        std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
+        let parent_fd = File::open(parent).map_err(|e| err(e.to_string()))?;
+        let user_mode = self.repo.mode() != ostree::RepoMode::Bare;
+        for digest in &image.layers {
+            let layer = self.layer(digest)?;
+            if dest.exists() {
+                apply_whiteouts(dest, &layer).map_err(|e| err(e.to_string()))?;
+            }
+            let opts = ostree::RepoCheckoutAtOptions {
+                mode: if user_mode {
+                    ostree::RepoCheckoutMode::User
+                } else {
+                    ostree::RepoCheckoutMode::None
+                },
+                overwrite_mode: ostree::RepoCheckoutOverwriteMode::UnionFiles,
+                // Deployments must cost no file data: refuse to copy.
+                no_copy_fallback: true,
+                ..Default::default()
+            };
+            self.repo
+                .checkout_at(
+                    Some(&opts),
+                    parent_fd.as_raw_fd(),
+                    base,
+                    &layer.commit,
+                    cancel(),
+                )
+                .map_err(|e| err(format!("layer {digest}: {e}")))?;
+        }
+        if !dest.exists() {
+            std::fs::create_dir_all(dest).map_err(|e| err(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes what a layer's whiteouts hide from the layers below it.
+fn apply_whiteouts(root: &Path, layer: &StoredLayer) -> io::Result<()> {
+    for dir in &layer.opaque_dirs {
+        let d = root.join(dir);
+        if d.is_dir() {
+            for entry in std::fs::read_dir(&d)? {
+                remove_any(&entry?.path())?;
+            }
+        }
+    }
+    for path in &layer.whiteouts {
+        let p = root.join(path);
+        if p.symlink_metadata().is_ok() {
+            remove_any(&p)?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_any(p: &Path) -> io::Result<()> {
+    if p.symlink_metadata()?.is_dir() {
+        std::fs::remove_dir_all(p)
+    } else {
+        std::fs::remove_file(p)
+    }
+}
+
+/// Builds an ostree tree from tar entries.
+struct TreeWriter<'r> {
+    repo: &'r ostree::Repo,
+    root: ostree::MutableTree,
+    default_dirmeta: String,
+    dirmeta_cache: HashMap<(u32, u32, u32), String>,
+    /// Checksums of files written so far, for tar hardlinks.
+    files: HashMap<String, String>,
+    whiteouts: Vec<String>,
+    opaque_dirs: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum EntryError {
+    #[error("{path}: {message}")]
+    Entry { path: String, message: String },
+}
+
+impl<'r> TreeWriter<'r> {
+    fn new(repo: &'r ostree::Repo) -> Result<Self> {
+        let default_dirmeta = Self::dirmeta(repo, 0, 0, 0o755)?;
+        let root = ostree::MutableTree::new();
+        root.set_metadata_checksum(&default_dirmeta);
+        Ok(TreeWriter {
+            repo,
+            root,
+            dirmeta_cache: HashMap::from([((0, 0, 0o755), default_dirmeta.clone())]),
+            default_dirmeta,
+            files: HashMap::new(),
+            whiteouts: Vec::new(),
+            opaque_dirs: Vec::new(),
+        })
+    }
+
+    fn dirmeta(repo: &ostree::Repo, uid: u32, gid: u32, mode: u32) -> Result<String> {
+        let info = gio::FileInfo::new();
+        info.set_attribute_uint32("unix::uid", uid);
+        info.set_attribute_uint32("unix::gid", gid);
+        info.set_attribute_uint32("unix::mode", 0o040000 | (mode & 0o7777));
+        let v = ostree::create_directory_metadata(&info, None);
+        repo.write_metadata(ostree::ObjectType::DirMeta, None, &v, cancel())
+            .map(|c| c.to_hex())
+            .map_err(|e| StoreError::Repo {
+                path: PathBuf::new(),
+                message: format!("write directory metadata: {e}"),
+            })
+    }
+
+    fn cached_dirmeta(&mut self, uid: u32, gid: u32, mode: u32) -> Result<String> {
+        if let Some(c) = self.dirmeta_cache.get(&(uid, gid, mode)) {
+            return Ok(c.clone());
+        }
+        let c = Self::dirmeta(self.repo, uid, gid, mode)?;
+        self.dirmeta_cache.insert((uid, gid, mode), c.clone());
+        Ok(c)
+    }
+
+    /// The tree for directory `components`, created (with default metadata) as needed.
+    fn dir(&self, components: &[&str]) -> std::result::Result<ostree::MutableTree, glib::Error> {
+        let mut t = self.root.clone();
+        for c in components {
+            t = match t.lookup(c) {
+                Ok((_, Some(sub))) => sub,
+                // A file of that name is replaced by the directory, as tar would.
+                _ => {
+                    let sub = t.ensure_dir(c)?;
+                    sub.set_metadata_checksum(&self.default_dirmeta);
+                    sub
+                }
+            };
+        }
+        Ok(t)
+    }
+
+    fn add<R: Read>(&mut self, mut entry: tar::Entry<R>) -> std::result::Result<(), EntryError> {
+        let raw_path = entry.path().map(|p| p.to_string_lossy().to_string());
+        let path = raw_path.unwrap_or_default();
+        let e = |message: String| EntryError::Entry {
+            path: path.clone(),
+            message,
+        };
+        let mut components: Vec<&str> = Vec::new();
+        for c in path.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => return Err(e("path escapes the layer root".into())),
+                c => components.push(c),
+            }
+        }
+        let header = entry.header();
+        let uid = header.uid().map_err(|x| e(x.to_string()))? as u32;
+        let gid = header.gid().map_err(|x| e(x.to_string()))? as u32;
+        let mode = header.mode().map_err(|x| e(x.to_string()))? & 0o7777;
+        let kind = header.entry_type();
+        let g = |x: glib::Error| e(x.to_string());
+
+        let Some((name, parents)) = components.split_last() else {
+            // The layer's root directory itself.
+            if kind.is_dir() {
+                let meta = self
+                    .cached_dirmeta(uid, gid, mode)
+                    .map_err(|x| e(x.to_string()))?;
+                self.root.set_metadata_checksum(&meta);
+            }
+            return Ok(());
+        };
+        let rel = components.join("/");
+        if let Some(hidden) = name.strip_prefix(".wh.") {
+            let parent = parents.join("/");
+            if hidden == ".wh..opq" {
+                self.opaque_dirs.push(parent);
+            } else {
+                self.whiteouts.push(if parent.is_empty() {
+                    hidden.to_string()
+                } else {
+                    format!("{parent}/{hidden}")
+                });
+            }
+            return Ok(());
+        }
+        let parent = self.dir(parents).map_err(g)?;
+        match kind {
+            tar::EntryType::Directory => {
+                let meta = self
+                    .cached_dirmeta(uid, gid, mode)
+                    .map_err(|x| e(x.to_string()))?;
+                let t = parent.ensure_dir(name).map_err(g)?;
+                t.set_metadata_checksum(&meta);
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let size = entry.size();
+                let fmode = 0o100000 | mode;
+                let checksum = if size <= INLINE_MAX {
+                    let mut buf = Vec::with_capacity(size as usize);
+                    entry.read_to_end(&mut buf).map_err(|x| e(x.to_string()))?;
+                    self.repo
+                        .write_regfile_inline(None, uid, gid, fmode, None, &buf, cancel())
+                        .map_err(g)?
+                        .to_string()
+                } else {
+                    let w = self
+                        .repo
+                        .write_regfile(None, uid, gid, fmode, size, None)
+                        .map_err(g)?;
+                    let mut buf = vec![0u8; 256 * 1024];
+                    loop {
+                        let n = entry.read(&mut buf).map_err(|x| e(x.to_string()))?;
+                        if n == 0 {
+                            break;
+                        }
+                        w.write_all(&buf[..n], cancel()).map_err(g)?;
+                    }
+                    w.finish(cancel()).map_err(g)?.to_string()
+                };
+                // A name may replace a directory from earlier in the same tar.
+                parent.remove(name, true).map_err(g)?;
+                parent.replace_file(name, &checksum).map_err(g)?;
+                self.files.insert(rel, checksum);
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name()
+                    .map_err(|x| e(x.to_string()))?
+                    .ok_or_else(|| e("symlink without a target".into()))?
+                    .to_string_lossy()
+                    .to_string();
+                let checksum = self
+                    .repo
+                    .write_symlink(None, uid, gid, None, &target, cancel())
+                    .map_err(g)?
+                    .to_string();
+                parent.remove(name, true).map_err(g)?;
+                parent.replace_file(name, &checksum).map_err(g)?;
+                self.files.insert(rel, checksum);
+            }
+            tar::EntryType::Link => {
+                let target = entry
+                    .link_name()
+                    .map_err(|x| e(x.to_string()))?
+                    .ok_or_else(|| e("hardlink without a target".into()))?
+                    .to_string_lossy()
+                    .trim_start_matches("./")
+                    .trim_start_matches('/')
+                    .to_string();
+                let checksum = self.files.get(&target).cloned().ok_or_else(|| {
+                    e(format!(
+                        "hardlink to {target}, which is not earlier in this layer"
+                    ))
+                })?;
+                parent.replace_file(name, &checksum).map_err(g)?;
+                self.files.insert(rel, checksum);
+            }
+            // Devices and fifos can't live in an ostree repo; runc creates
+            // /dev itself, so images only lose what they should not ship.
+            other => {
+                tracing::debug!(path = %rel, kind = ?other, "skipping tar entry ostree cannot store");
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(ostree::RepoFile, Vec<String>, Vec<String>)> {
+        let err = |message: String| StoreError::Repo {
+            path: PathBuf::new(),
+            message,
+        };
+        let root = self
+            .repo
+            .write_mtree(&self.root, cancel())
+            .map_err(|e| err(format!("write layer tree: {e}")))?;
+        let root = root
+            .downcast::<ostree::RepoFile>()
+            .map_err(|_| err("write_mtree did not return a RepoFile".into()))?;
+        Ok((root, self.whiteouts, self.opaque_dirs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_encode_like_atomic() {
+        let n = ImageName::parse("localhost:5000/team/etcd:3.4").unwrap();
+        let enc = encode_name(&n);
+        assert_eq!(enc, "localhost_3A5000_2Fteam_2Fetcd_3A3.4");
+        assert_eq!(decode_name(&enc).unwrap(), "localhost:5000/team/etcd:3.4");
+        assert!(!is_layer_ref(&image_ref(&n)));
+        assert!(is_layer_ref(&layer_ref(&format!(
+            "sha256:{}",
+            "ab".repeat(32)
+        ))));
+    }
+
+    fn tar_with(entries: &[(&str, &[u8])], whiteout: Option<&str>) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, path, *data).unwrap();
+        }
+        if let Some(w) = whiteout {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(0);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            b.append_data(&mut h, w, &b""[..]).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn digest(b: &[u8]) -> String {
+        crate::archive::sha256_digest(b)
+    }
+
+    #[test]
+    fn import_checkout_and_whiteouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("repo")).unwrap();
+        let l1 = tar_with(&[("etc/a", b"a"), ("etc/b", b"b")], None);
+        let l2 = tar_with(&[("etc/c", b"c")], Some("etc/.wh.a"));
+        for l in [&l1, &l2] {
+            store
+                .import_layer(&digest(l), &digest(l), Compression::None, &l[..])
+                .unwrap();
+        }
+        let layers = vec![digest(&l1), digest(&l2)];
+        let name = ImageName::parse("t:1").unwrap();
+        let img = store
+            .commit_image(&name, "sha256:00", b"{}", b"{}", &layers)
+            .unwrap();
+        assert_eq!(store.images().unwrap().len(), 1);
+        let out = dir.path().join("co");
+        store.checkout(&img, &out).unwrap();
+        assert!(!out.join("etc/a").exists());
+        assert_eq!(std::fs::read(out.join("etc/b")).unwrap(), b"b");
+        assert_eq!(std::fs::read(out.join("etc/c")).unwrap(), b"c");
+        assert!(!out.join("etc/.wh.a").exists());
+    }
+
+    #[test]
+    fn digest_mismatch_commits_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("repo")).unwrap();
+        let l = tar_with(&[("x", b"x")], None);
+        let wrong = format!("sha256:{}", "0".repeat(64));
+        let e = store
+            .import_layer(&wrong, &digest(&l), Compression::None, &l[..])
+            .unwrap_err();
+        assert!(e.to_string().contains("digest mismatch"), "{e}");
+        assert!(!store.has_layer(&wrong).unwrap());
+    }
+}
