@@ -8,12 +8,15 @@
 #   node_new NAME               fresh copy of the cached root for NAME
 #   node_boot NAME [ARGS...]    boot it (ARGS go to systemd-nspawn), wait until up
 #   node_exec NAME CMD...       run CMD inside the booted node
+#   node_state NAME             print `systemctl is-system-running` of the node
+#   node_is_up NAME             true if the node is running (or degraded)
 #   node_copy_in NAME SRC DEST  copy a host file into the node's root
 #   node_root NAME              print the node's root directory on the host
 #   node_poweroff NAME          clean shutdown (forced after a bounded wait)
 #   node_reboot NAME            poweroff, then boot the same root again
 #   node_destroy NAME           poweroff if running, remove its files
 #   node_cleanup_on_exit        trap: power off every node this script booted
+#   at_exit CMD...              more cleanup for that trap (e.g. delete a bridge)
 #
 #   check "what" CMD...         one assertion: prints "ok - what" / "not ok - what"
 #   wait_until SECS "what" CMD  an assertion that polls CMD until it succeeds
@@ -39,8 +42,9 @@ SOCLE_VM_SUITE=bookworm
 SOCLE_VM_PACKAGES=systemd,systemd-sysv,dbus,runc,libostree-1-1,busybox,curl,iproute2
 SOCLE_VM_RECIPE=2   # bump when _vm_prepare_root changes
 
-# PATH and environment for commands run inside a node: nothing from the host.
-SOCLE_VM_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# Environment for commands run inside a node: nothing from the host.
+SOCLE_VM_ENV=(env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+    HOME=/root LANG=C.UTF-8 TERM=dumb SYSTEMD_PAGER=)
 
 # ---------------------------------------------------------------------------
 # small helpers
@@ -49,7 +53,7 @@ SOCLE_VM_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # was sourced with, through a saved descriptor, so they show at once even
 # inside check's captured output. The exit trap uses the saved stdout too.
 [[ -n ${SOCLE_VM_LOG_FD:-} ]] || exec {SOCLE_VM_LOG_FD}>&2 {SOCLE_VM_STDOUT_FD}>&1
-_vm_log() { echo "# vm: $*" >&"$SOCLE_VM_LOG_FD"; }
+_vm_log() { echo "# vm: $*" 1>&"$SOCLE_VM_LOG_FD"; }
 _vm_die() { echo "vm-tests: error: $*" >&2; return 1; }
 
 # Current time in milliseconds (bash 5's EPOCHREALTIME, no fork).
@@ -85,11 +89,11 @@ node_root() { echo "$SOCLE_VM_WORK/$1/root"; }
 # Start time of a process (field 22 of /proc/PID/stat), to tell our process
 # from an unrelated one that got the same PID later.
 _vm_starttime() {
-    local stat
+    local stat fields
     stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
     stat=${stat##*) }           # drop "pid (comm) ": comm may contain spaces
-    set -- $stat                # now $1 is field 3 (state)
-    echo "${20}"                # field 22
+    read -ra fields <<<"$stat"  # fields[0] is field 3 (state)
+    echo "${fields[19]}"        # field 22
 }
 
 # Is the process recorded in FILE ("PID STARTTIME") still alive (not a zombie)?
@@ -120,9 +124,11 @@ _vm_recorded_pid() { local pid _; read -r pid _ <"$1" && echo "$pid"; }
 _vm_init_pid() {
     local dir
     dir=$(_vm_dir "$1")
-    _vm_recorded_alive "$dir/init.pid" && _vm_recorded_alive "$dir/nspawn.pid" ||
-        { _vm_die "node $1 is not running"; return 1; }
-    _vm_recorded_pid "$dir/init.pid"
+    if _vm_recorded_alive "$dir/init.pid" && _vm_recorded_alive "$dir/nspawn.pid"; then
+        _vm_recorded_pid "$dir/init.pid"
+    else
+        _vm_die "node $1 is not running"
+    fi
 }
 
 # The mirror apt uses for SUITE on this host (one-line .list or deb822
@@ -212,7 +218,7 @@ node_root_cached() {
         flock -w 1800 9 || { _vm_die "could not lock $lock within 30 min"; exit 1; }
         [[ -d $root ]] && exit 0            # someone else built it meanwhile
         for tmp in "$SOCLE_VM_CACHE"/.building-*; do   # left by an interrupted build
-            [[ -e $tmp ]] && _vm_remove_tree "$tmp"
+            [[ ! -e $tmp ]] || _vm_remove_tree "$tmp"
         done
         mirror=${SOCLE_VM_MIRROR:-$(_vm_apt_mirror "$SOCLE_VM_SUITE")}
         tmp=$(mktemp -d "$SOCLE_VM_CACHE/.building-$key.XXXXXX") || exit 1
@@ -261,7 +267,7 @@ SOCLE_VM_BOOTED=()
 # Returns once systemd inside reports "running" or "degraded".
 node_boot() {
     local name=$1; shift
-    _vm_require systemd-nspawn nsenter || return 1
+    _vm_require systemd-nspawn nsenter setsid timeout || return 1
     local dir root log t0 pid init="" state="" deadline
     dir=$(_vm_dir "$name")
     root="$dir/root"
@@ -277,8 +283,14 @@ node_boot() {
     # --machine names the node after the test (hostname, veth vb-NAME), since
     # every root dir is called "root". stdin is not a terminal, so nspawn's
     # console is read-only and goes to the log; TERM=dumb keeps it plain.
+    # setsid: a Ctrl-C at the terminal goes to the test, not to nspawn (which
+    # would take it as "stop now"); the test's exit trap powers nodes off.
+    # (With job control on, the job has its own process group already, and
+    # setsid would fork, hiding nspawn's PID.)
+    local setsid=setsid
+    [[ $- != *m* ]] || setsid=
     TERM=dumb SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 SYSTEMD_SECCOMP=0 \
-        systemd-nspawn -D "$root" --boot --register=no --keep-unit --capability=all \
+        $setsid systemd-nspawn -D "$root" --boot --register=no --keep-unit --capability=all \
         --machine="$name" "$@" </dev/null >>"$log" 2>&1 &
     pid=$!
     echo "$pid $(_vm_starttime "$pid")" >"$dir/nspawn.pid"
@@ -295,7 +307,7 @@ node_boot() {
         echo "$init $(_vm_starttime "$init")" >"$dir/init.pid"
         while ((SECONDS < deadline)); do
             _vm_recorded_alive "$dir/nspawn.pid" || break
-            state=$(node_exec "$name" systemctl is-system-running 2>/dev/null) || true
+            state=$(node_state "$name" 2>/dev/null) || true
             [[ $state == running || $state == degraded ]] && break
             sleep 0.2
         done
@@ -307,10 +319,10 @@ node_boot() {
         if _vm_recorded_alive "$dir/nspawn.pid"; then
             if [[ -n $init ]]; then
                 echo "--- jobs still queued in $name ---" >&2
-                node_exec "$name" systemctl list-jobs --no-pager >&2 2>&1 || true
+                _vm_exec_bounded 10 "$name" systemctl list-jobs --no-pager >&2 2>&1 || true
             fi
-            _vm_die "node $name did not come up within ${SOCLE_VM_BOOT_TIMEOUT}s (state: ${state:-unknown})"
             node_poweroff "$name" >/dev/null 2>&1 || true
+            _vm_die "node $name did not come up within ${SOCLE_VM_BOOT_TIMEOUT}s (state: ${state:-unknown})"
         else
             _vm_die "systemd-nspawn for node $name exited during boot"
         fi
@@ -322,10 +334,21 @@ node_boot() {
     fi
 }
 
+# What `systemctl is-system-running` says inside NAME (starting, running,
+# degraded, stopping, ...). node_is_up: running or degraded, i.e. booted.
+node_state() { _vm_exec_bounded 10 "$1" systemctl is-system-running || true; }
+node_is_up() {
+    local state
+    state=$(node_state "$1")
+    echo "$1: $state"
+    [[ $state == running || $state == degraded ]]
+}
+
 # PID of the child of nspawn PID that is PID 1 in its own PID namespace.
 _vm_find_init() {
-    local child nspid
-    for child in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
+    local child nspid children
+    read -rd '' -a children < <(cat /proc/"$1"/task/*/children 2>/dev/null) || true
+    for child in "${children[@]}"; do
         nspid=$(awk '/^NSpid:/ { print $NF }' "/proc/$child/status" 2>/dev/null) || continue
         [[ $nspid == 1 ]] && { echo "$child"; return 0; }
     done
@@ -338,8 +361,16 @@ node_exec() {
     local name=$1; shift
     local init
     init=$(_vm_init_pid "$name") || return 1
-    env -i PATH="$SOCLE_VM_PATH" HOME=/root LANG=C.UTF-8 TERM=dumb SYSTEMD_PAGER= \
-        nsenter -t "$init" -a -r -w "$@"
+    "${SOCLE_VM_ENV[@]}" nsenter -t "$init" -a -r -w "$@"
+}
+
+# node_exec, killed after SECS (for the harness's own calls, which must
+# never hang: state polling, poweroff requests).
+_vm_exec_bounded() {
+    local secs=$1 name=$2; shift 2
+    local init
+    init=$(_vm_init_pid "$name") || return 1
+    timeout --kill-after=2 "$secs" "${SOCLE_VM_ENV[@]}" nsenter -t "$init" -a -r -w "$@"
 }
 
 # Copy a host file or directory into the node's root (DEST is a path inside).
@@ -347,8 +378,7 @@ node_copy_in() {
     local name=$1 src=$2 dest=$3 root
     root=$(node_root "$name")
     [[ -d $root ]] || { _vm_die "node $name has no root"; return 1; }
-    mkdir -p "$(dirname "$root/$dest")"
-    cp -a "$src" "$root/$dest"
+    mkdir -p "$(dirname "$root/$dest")" && cp -a "$src" "$root/$dest"
 }
 
 # Wait up to SECS for the process recorded in FILE to go away.
@@ -362,23 +392,33 @@ _vm_wait_gone() {
 }
 
 # Clean shutdown of NAME; escalates when it takes too long:
-# systemctl poweroff -> SIGRTMIN+4 to its systemd -> SIGKILL to its systemd.
+#   systemctl poweroff inside         (up to SOCLE_VM_STOP_TIMEOUT)
+#   SIGRTMIN+4 to its systemd, SIGTERM to nspawn (both mean "power off")
+#   SIGKILL to its systemd            (ends the whole node)
+#   SIGKILL to nspawn
+# Signals go only to the PIDs recorded at boot, and only while they still
+# are the processes we started.
 node_poweroff() {
-    local name=$1 dir pid t0
+    local name=$1 dir pid init t0
     dir=$(_vm_dir "$name")
     _vm_recorded_alive "$dir/nspawn.pid" || { rm -f "$dir/nspawn.pid" "$dir/init.pid"; return 0; }
     pid=$(_vm_recorded_pid "$dir/nspawn.pid")
     t0=$(_vm_now_ms)
+    # Interrupted early in node_boot, the node's systemd may not be recorded yet.
+    if ! _vm_recorded_alive "$dir/init.pid" && init=$(_vm_find_init "$pid"); then
+        echo "$init $(_vm_starttime "$init")" >"$dir/init.pid"
+    fi
 
-    node_exec "$name" systemctl poweroff --no-block >/dev/null 2>&1 || true
+    _vm_exec_bounded 10 "$name" systemctl poweroff --no-block >/dev/null 2>&1 || true
     if ! _vm_wait_gone "$dir/nspawn.pid" "$SOCLE_VM_STOP_TIMEOUT"; then
-        _vm_log "node $name: no poweroff after ${SOCLE_VM_STOP_TIMEOUT}s, sending SIGRTMIN+4"
-        _vm_recorded_alive "$dir/init.pid" && kill -s RTMIN+4 "$(_vm_recorded_pid "$dir/init.pid")" 2>/dev/null
+        _vm_log "node $name: no poweroff after ${SOCLE_VM_STOP_TIMEOUT}s, signalling it"
+        _vm_signal_recorded RTMIN+4 "$dir/init.pid"
+        _vm_signal_recorded TERM "$dir/nspawn.pid"
         if ! _vm_wait_gone "$dir/nspawn.pid" 10; then
             _vm_log "node $name: still up, killing its systemd"
-            _vm_recorded_alive "$dir/init.pid" && kill -KILL "$(_vm_recorded_pid "$dir/init.pid")" 2>/dev/null
+            _vm_signal_recorded KILL "$dir/init.pid"
             if ! _vm_wait_gone "$dir/nspawn.pid" 10; then
-                kill -KILL "$pid" 2>/dev/null
+                _vm_signal_recorded KILL "$dir/nspawn.pid"
                 _vm_wait_gone "$dir/nspawn.pid" 5 || { _vm_die "node $name: nspawn $pid will not die"; return 1; }
             fi
         fi
@@ -388,10 +428,20 @@ node_poweroff() {
     _vm_log "node $name powered off in $(_vm_fmt_ms $(($(_vm_now_ms) - t0)))"
 }
 
+# Send SIGNAL to the process recorded in FILE, if it still is that process.
+_vm_signal_recorded() {
+    if _vm_recorded_alive "$2"; then
+        kill -s "$1" "$(_vm_recorded_pid "$2")" 2>/dev/null || true
+    fi
+}
+
 # Power off and boot the same root again, with the same extra nspawn args.
 node_reboot() {
     local name=$1; shift
-    node_poweroff "$name" && node_boot "$name" "$@"
+    local t0
+    t0=$(_vm_now_ms)
+    node_poweroff "$name" && node_boot "$name" "$@" || return 1
+    _vm_log "node $name rebooted in $(_vm_fmt_ms $(($(_vm_now_ms) - t0)))"
 }
 
 # Power off if running, then remove everything of NAME.
@@ -407,21 +457,29 @@ node_destroy() {
 
 # Call once at the top of a scenario. On exit, for whatever reason (a failed
 # step under set -e, a signal, the end), it powers off every node this shell
-# booted, by the PIDs it recorded. If the scenario stops before its summary,
-# that counts as one failure and the summary is printed anyway. Node files
-# stay in $SOCLE_VM_WORK for a post-mortem (boot.log, root/).
+# booted, by the PIDs it recorded, then runs what at_exit registered. If the
+# scenario stops before its summary, that counts as one failure and the
+# summary is printed anyway. Node files stay in $SOCLE_VM_WORK for a
+# post-mortem (boot.log, root/).
+SOCLE_VM_AT_EXIT=()
+at_exit() { SOCLE_VM_AT_EXIT+=("$*"); }    # e.g. at_exit ip link del br0
+
 node_cleanup_on_exit() {
     trap '_vm_on_exit' EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
 }
 _vm_on_exit() {
-    local rc=$? name
+    local rc=$? name cmd
     set +e
+    trap '' PIPE    # if whoever reads our output is gone, still clean up
     # A signal may land while check has output redirected to its temp file.
-    exec >&"$SOCLE_VM_STDOUT_FD" 2>&"$SOCLE_VM_LOG_FD"
+    exec 1>&"$SOCLE_VM_STDOUT_FD" 2>&"$SOCLE_VM_LOG_FD"
     for name in "${SOCLE_VM_BOOTED[@]}"; do
         node_poweroff "$name" >/dev/null 2>&1
+    done
+    for cmd in "${SOCLE_VM_AT_EXIT[@]}"; do
+        eval "$cmd" || echo "# vm: at exit, '$cmd' failed" >&2
     done
     if [[ -z ${SOCLE_VM_SUMMARY_DONE:-} ]]; then
         SOCLE_VM_FAILED=$((SOCLE_VM_FAILED + 1))

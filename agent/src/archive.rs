@@ -136,9 +136,24 @@ impl Blobs {
         let file = File::open(path).map_err(Self::io(path))?;
         let mut archive = tar::Archive::new(file);
         let mut entries = HashMap::new();
-        let corrupt = |e: io::Error| ArchiveError::Io {
-            path: path.to_path_buf(),
-            source: io::Error::new(e.kind(), format!("not a readable tar archive: {e}")),
+        // tar's messages quote raw header bytes; keep them printable and short.
+        let corrupt = |e: io::Error| {
+            let detail: String = e
+                .to_string()
+                .chars()
+                .map(|c| {
+                    if c.is_control() || c == '\u{fffd}' {
+                        '?'
+                    } else {
+                        c
+                    }
+                })
+                .take(120)
+                .collect();
+            ArchiveError::Invalid {
+                source_ref: path.display().to_string(),
+                message: format!("not a readable tar archive ({detail})"),
+            }
         };
         for entry in archive.entries_with_seek().map_err(corrupt)? {
             let entry = entry.map_err(corrupt)?;
@@ -150,10 +165,10 @@ impl Blobs {
             entries.insert(name, (entry.raw_file_position(), entry.size()));
         }
         if entries.is_empty() {
-            return Err(corrupt(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "no files in archive",
-            )));
+            return Err(ArchiveError::Invalid {
+                source_ref: path.display().to_string(),
+                message: "not a readable tar archive (no files in it)".into(),
+            });
         }
         Ok(Blobs::Tar {
             path: path.to_path_buf(),
@@ -584,6 +599,8 @@ fn open_docker(source_ref: &str, blobs: Blobs) -> Result<LocalImage> {
         .repo_tags
         .as_ref()
         .and_then(|t| t.first())
+        // skopeo writes docker.io/library/hello:1 where `docker save` writes hello:1.
+        .map(|t| t.strip_prefix("docker.io/library/").unwrap_or(t))
         .and_then(|t| ImageName::parse(t).ok());
     Ok(LocalImage {
         name,

@@ -413,6 +413,25 @@ impl Global {
     }
 }
 
+/// An error chain as one line: causes joined by ": ", each only once (a
+/// cause's text is often already part of its parent's message).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 /// Parses arguments, runs, and prints errors as one line.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -427,7 +446,7 @@ pub fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -286,7 +286,23 @@ impl Store {
             }
             Err(e) => {
                 let _ = self.repo.abort_transaction(cancel());
+                // Objects land in the repo as they stream; drop the ones no
+                // ref reaches so a failed pull leaves the store as it was.
+                let _ = self
+                    .repo
+                    .prune(ostree::RepoPruneFlags::REFS_ONLY, -1, cancel());
+                self.remove_empty_object_dirs();
                 Err(e)
+            }
+        }
+    }
+
+    /// Removes fan-out directories (`objects/XX`) a failed import emptied.
+    fn remove_empty_object_dirs(&self) {
+        if let Ok(dirs) = std::fs::read_dir(self.path.join("objects")) {
+            for d in dirs.flatten() {
+                // Fails, as intended, on directories that still hold objects.
+                let _ = std::fs::remove_dir(d.path());
             }
         }
     }

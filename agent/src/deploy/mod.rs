@@ -218,12 +218,17 @@ impl Host {
 #[derive(Default)]
 struct Undo {
     paths: Vec<PathBuf>,
+    /// Directories this install created, removed if still empty.
+    empty_dirs: Vec<PathBuf>,
 }
 
 impl Undo {
     fn run(self) {
         for p in self.paths.iter().rev() {
             let _ = fsops::remove_any(p);
+        }
+        for d in self.empty_dirs.iter().rev() {
+            let _ = fs::remove_dir(d);
         }
     }
 }
@@ -250,8 +255,12 @@ pub fn install(host: &Host, store: &Store, opts: &InstallOptions) -> anyhow::Res
         );
     }
     let image = store.image(opts.image)?;
-    fs::create_dir_all(host.containers_dir())
-        .with_context(|| format!("creating {}", host.containers_dir().display()))?;
+    let mut undo = Undo::default();
+    if !host.containers_dir().exists() {
+        fs::create_dir_all(host.containers_dir())
+            .with_context(|| format!("creating {}", host.containers_dir().display()))?;
+        undo.empty_dirs.push(host.containers_dir());
+    }
 
     // A slot left by an install that crashed before the pointer existed is
     // garbage: nobody points at it.
@@ -263,7 +272,6 @@ pub fn install(host: &Host, store: &Store, opts: &InstallOptions) -> anyhow::Res
     fsops::remove_any(&staging)?;
     fsops::remove_any(&slot_dir)?;
 
-    let mut undo = Undo::default();
     undo.paths.push(staging.clone());
     let result = write_deployment(
         host,

@@ -573,7 +573,7 @@ mod tests {
         let mut settings = insta::Settings::clone_current();
         settings.set_snapshot_path("../snapshots");
         settings.set_prepend_module_to_snapshot(false);
-        settings.bind(|| insta::assert_snapshot!(name, value));
+        settings.bind(|| insta::assert_snapshot!(format!("render_{name}"), value));
     }
 
     /// Runs `systemd-analyze verify` on `unit` and expects it to say nothing.
