@@ -109,6 +109,27 @@ pub enum Command {
         set: Vec<String>,
         image: String,
     },
+    /// Deploy a container again into its other slot: new values, or a newer image
+    #[command(
+        after_help = "Examples:\n  socle update web --set PORT=9090          # same image, new value\n  socle update web --rebase hello:2         # another image from the store\n\nValues you set before are kept; new image defaults apply to values you never set.\nIf the service was running, it is restarted and must stay active; otherwise socle\nrolls back by itself and says why."
+    )]
+    Update {
+        name: String,
+        /// Set a template variable; repeatable
+        #[arg(long = "set", value_name = "VAR=VALUE")]
+        set: Vec<String>,
+        /// Switch to another image of the store
+        #[arg(long, value_name = "IMAGE")]
+        rebase: Option<String>,
+        /// Keep a new deployment that fails its health check
+        #[arg(long)]
+        no_rollback: bool,
+        /// Seconds the new deployment may take to become healthy
+        #[arg(long, default_value_t = 90)]
+        timeout: u64,
+    },
+    /// Switch a container back to its previous deployment (again: forward)
+    Rollback { name: String },
     /// Stop and remove a system container (its data directories stay)
     Uninstall { name: String },
     /// List installed system containers
@@ -359,6 +380,33 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Update {
+            name,
+            set,
+            rebase,
+            no_rollback,
+            timeout,
+        } => {
+            let store = g.store()?;
+            let host = g.host()?;
+            let report = deploy::update(
+                &host,
+                &store,
+                &deploy::UpdateOptions {
+                    name,
+                    set,
+                    rebase: rebase.as_deref(),
+                    no_rollback: *no_rollback,
+                    timeout: std::time::Duration::from_secs(*timeout),
+                },
+            )?;
+            print_update(g, &report)?;
+        }
+        Command::Rollback { name } => {
+            let host = g.host()?;
+            let report = deploy::rollback(&host, name)?;
+            print_update(g, &report)?;
+        }
         Command::Uninstall { name } => {
             let host = g.host()?;
             let report = deploy::uninstall(&host, name)?;
@@ -395,6 +443,29 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+fn print_update(g: &Global, report: &deploy::UpdateReport) -> anyhow::Result<()> {
+    if g.json {
+        return print_json(report);
+    }
+    for m in &report.messages {
+        eprintln!("note: {m}");
+    }
+    match report.status.as_str() {
+        "up to date" => println!("Latest version already installed."),
+        status => println!(
+            "{} {}: {} ({}) -> {} ({}), slot {}",
+            report.name,
+            status,
+            report.image_before,
+            short_id(&report.id_before),
+            report.image_after,
+            short_id(&report.id_after),
+            report.slot
+        ),
     }
     Ok(())
 }

@@ -17,6 +17,9 @@
 
 pub mod fsops;
 pub mod render;
+mod update;
+
+pub use update::{rollback, update, UpdateOptions, UpdateReport};
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -273,31 +276,41 @@ pub fn install(host: &Host, store: &Store, opts: &InstallOptions) -> anyhow::Res
     fsops::remove_any(&slot_dir)?;
 
     undo.paths.push(staging.clone());
-    let result = write_deployment(
+    let (info, warnings) = match write_deployment(
         host,
         store,
         &image,
         name,
         slot,
         &user_values,
+        None,
         &staging,
-        &mut undo,
-    );
-    let (info, rendered_unit, warnings) = match result {
+    ) {
         Ok(r) => r,
         Err(e) => {
             undo.run();
             return Err(e);
         }
     };
+    // Refuse to overwrite host files socle did not write.
+    for f in &info.installed_files {
+        let on_host = host.on_host(&f.path);
+        if fs::symlink_metadata(&on_host).is_ok() {
+            undo.run();
+            bail!(
+                "host file {} already exists; remove it or choose another --name",
+                on_host.display()
+            );
+        }
+    }
     let finish = || -> anyhow::Result<()> {
         fs::rename(&staging, &slot_dir)
             .with_context(|| format!("renaming {} to {}", staging.display(), slot_dir.display()))?;
         fsops::sync_dir(&host.containers_dir())?;
-        publish_host_files(host, name, &slot_dir, rendered_unit.is_some())?;
+        publish(host, name, &slot_dir, &info, None)?;
         fsops::swap_symlink(Path::new(&format!("{name}.{slot}")), &host.pointer(name))?;
         host.systemd.reload()?;
-        if rendered_unit.is_some() {
+        if info.has_container_service {
             host.systemd.enable(&unit_file_name(name))?;
         }
         host.run_tmpfiles("--create", &host.tmpfiles_path(name))?;
@@ -310,16 +323,18 @@ pub fn install(host: &Host, store: &Store, opts: &InstallOptions) -> anyhow::Res
             host.unit_path(name),
             host.tmpfiles_path(name),
         ]);
+        undo.paths
+            .extend(info.installed_files.iter().map(|f| host.on_host(&f.path)));
         undo.run();
         let _ = host.systemd.reload();
         return Err(e.context(format!("installing {name}; nothing was left behind")));
     }
     Ok(InstallReport {
         name: name.into(),
-        image: info.image,
-        image_id: info.image_id,
+        image: info.image.clone(),
+        image_id: info.image_id.clone(),
         deployment: slot_dir,
-        unit: rendered_unit.map(|_| host.unit_path(name)),
+        unit: info.has_container_service.then(|| host.unit_path(name)),
         tmpfiles: host.tmpfiles_path(name),
         host_files: info
             .installed_files
@@ -339,8 +354,10 @@ fn parse_sets(sets: &[String]) -> anyhow::Result<Values> {
     Ok(values)
 }
 
-/// Writes a complete slot into `dir` (checkout, rendered files, host files
-/// and info); host files written are recorded in `undo`.
+/// Writes a complete slot into `dir`: the checkout, the rendered config,
+/// unit and tmpfiles, the rendered host files (under `hostfiles/`, copied
+/// onto the host later by `publish`) and the info file. Touches nothing
+/// outside `dir`.
 #[allow(clippy::too_many_arguments)]
 fn write_deployment(
     host: &Host,
@@ -349,9 +366,9 @@ fn write_deployment(
     name: &str,
     slot: u32,
     user_values: &Values,
+    previous: Option<&Values>,
     dir: &Path,
-    undo: &mut Undo,
-) -> anyhow::Result<(Info, Option<String>, Vec<String>)> {
+) -> anyhow::Result<(Info, Vec<String>)> {
     let rootfs = dir.join("rootfs");
     store.checkout(image, &rootfs)?;
     let exports = exports::read(&rootfs)?;
@@ -366,11 +383,10 @@ fn write_deployment(
         exports: exports.as_ref(),
         image_config: &image_config,
         user_set: user_values,
-        previous: None,
+        previous,
         host_root: &host.host_root,
     };
     let rendered = render::render(&input)?;
-    let warnings = rendered.warnings.clone();
 
     fsops::write_atomic(
         &dir.join("config.json"),
@@ -386,19 +402,8 @@ fn write_deployment(
         0o644,
     )?;
 
-    // Refuse to overwrite host files socle did not write.
-    for f in &rendered.host_files {
-        let on_host = host.on_host(&f.dest);
-        if fs::symlink_metadata(&on_host).is_ok() {
-            bail!(
-                "host file {} already exists; remove it or choose another --name",
-                on_host.display()
-            );
-        }
-    }
     let mut installed = Vec::new();
     for f in &rendered.host_files {
-        let on_host = host.on_host(&f.dest);
         let data = match &f.content {
             Some(text) => text.clone().into_bytes(),
             None => {
@@ -411,8 +416,7 @@ fn write_deployment(
                 .map(|m| m.permissions().mode() & 0o7777)
                 .unwrap_or(0o644)
         };
-        undo.paths.push(on_host.clone());
-        fsops::write_atomic(&on_host, &data, mode)?;
+        fsops::write_atomic(&slot_host_file(dir, &f.dest), &data, mode)?;
         installed.push(InstalledFile {
             path: f.dest.clone(),
             sha256: fsops::sha256_bytes(&data),
@@ -438,23 +442,79 @@ fn write_deployment(
     };
     let info_json = serde_json::to_string_pretty(&info)? + "\n";
     fsops::write_atomic(&dir.join("info"), info_json.as_bytes(), 0o644)?;
-    Ok((info, rendered.unit, warnings))
+    Ok((info, rendered.warnings))
 }
 
-/// Copies a slot's unit and tmpfiles into the host's systemd directories.
-fn publish_host_files(
+/// Where a slot keeps its rendered copy of the host file `dest`.
+fn slot_host_file(slot_dir: &Path, dest: &Path) -> PathBuf {
+    slot_dir
+        .join("hostfiles")
+        .join(dest.strip_prefix("/").unwrap_or(dest))
+}
+
+/// Makes the host match a slot: its unit, tmpfiles and host files. Host
+/// files of `previous` that the user edited are never overwritten (the new
+/// version goes beside them as `FILE.socle-new`) nor removed. Returns
+/// messages for the user.
+fn publish(
     host: &Host,
     name: &str,
     slot_dir: &Path,
-    has_unit: bool,
-) -> anyhow::Result<()> {
-    if has_unit {
+    info: &Info,
+    previous: Option<&Info>,
+) -> anyhow::Result<Vec<String>> {
+    let mut messages = Vec::new();
+    if info.has_container_service {
         let unit = fs::read(slot_dir.join(unit_file_name(name)))?;
         fsops::write_atomic(&host.unit_path(name), &unit, 0o644)?;
+    } else {
+        fsops::remove_any(&host.unit_path(name))?;
     }
     let tmpfiles = fs::read(slot_dir.join("tmpfiles.conf"))?;
     fsops::write_atomic(&host.tmpfiles_path(name), &tmpfiles, 0o644)?;
-    Ok(())
+
+    let recorded =
+        |path: &Path| previous.and_then(|p| p.installed_files.iter().find(|f| f.path == path));
+    for f in &info.installed_files {
+        let on_host = host.on_host(&f.path);
+        let source = slot_host_file(slot_dir, &f.path);
+        let data = fs::read(&source).with_context(|| format!("reading {}", source.display()))?;
+        let mode = {
+            use std::os::unix::fs::PermissionsExt;
+            fs::metadata(&source)?.permissions().mode() & 0o7777
+        };
+        let current = fsops::sha256_file(&on_host).ok();
+        match (current, recorded(&f.path)) {
+            (None, _) => fsops::write_atomic(&on_host, &data, mode)?,
+            (Some(sum), Some(old)) if sum == old.sha256 => {
+                fsops::write_atomic(&on_host, &data, mode)?
+            }
+            (Some(sum), _) if sum == f.sha256 => {}
+            (Some(_), _) => {
+                let beside = PathBuf::from(format!("{}.socle-new", on_host.display()));
+                fsops::write_atomic(&beside, &data, mode)?;
+                messages.push(format!(
+                    "{} was edited; the new version is in {}",
+                    on_host.display(),
+                    beside.display()
+                ));
+            }
+        }
+    }
+    if let Some(prev) = previous {
+        for old in &prev.installed_files {
+            if info.installed_files.iter().any(|f| f.path == old.path) {
+                continue;
+            }
+            let on_host = host.on_host(&old.path);
+            match fsops::sha256_file(&on_host) {
+                Ok(sum) if sum == old.sha256 => fsops::remove_any(&on_host)?,
+                Ok(_) => messages.push(format!("kept {}: it was edited", on_host.display())),
+                Err(_) => {}
+            }
+        }
+    }
+    Ok(messages)
 }
 
 fn now_rfc3339() -> String {
