@@ -16,6 +16,7 @@
 //! so a bad input fails with the host untouched.
 
 pub mod fsops;
+pub mod health;
 pub mod render;
 mod update;
 
@@ -70,6 +71,9 @@ pub struct Info {
     /// The values the user set with `--set`, kept across updates.
     pub user_values: Values,
     pub installed_files: Vec<InstalledFile>,
+    /// The image's probe, rendered with `values`, run by the update gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<health::Probe>,
 }
 
 pub struct InstallOptions<'a> {
@@ -387,6 +391,13 @@ fn write_deployment(
         host_root: &host.host_root,
     };
     let rendered = render::render(&input)?;
+    let probe = match exports
+        .as_ref()
+        .and_then(|e| e.manifest.health_check.as_ref())
+    {
+        Some(spec) => Some(health::render_probe(spec, &rendered.values)?),
+        None => None,
+    };
 
     fsops::write_atomic(
         &dir.join("config.json"),
@@ -439,6 +450,7 @@ fn write_deployment(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         installed_files: installed,
+        probe,
     };
     let info_json = serde_json::to_string_pretty(&info)? + "\n";
     fsops::write_atomic(&dir.join("info"), info_json.as_bytes(), 0o644)?;
@@ -578,6 +590,7 @@ pub fn uninstall(host: &Host, name: &str) -> anyhow::Result<UninstallReport> {
         }
     }
     fsops::remove_any(&host.pointer(name))?;
+    fsops::remove_any(&host.containers_dir().join(format!(".{name}.transition")))?;
     fsops::sync_dir(&host.containers_dir())?;
     for s in [0, 1] {
         let d = host.slot_dir(name, s);

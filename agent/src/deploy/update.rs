@@ -9,10 +9,11 @@
 use std::fs;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 
+use super::health::{self, UnitState};
 use super::{
     fsops, parse_sets, publish, unit_file_name, validate_name, write_deployment, Host, Info,
 };
@@ -57,8 +58,16 @@ fn switch_to(
     info: &Info,
     from: &Info,
 ) -> anyhow::Result<Vec<String>> {
+    // `D` directories are emptied on a switch, as systemd-tmpfiles does at
+    // boot; `d` and `Z` data directories are left alone.
+    let tmpfiles = host.tmpfiles_path(name);
+    if tmpfiles.exists() {
+        host.run_tmpfiles("--remove", &tmpfiles)?;
+    }
     let messages = publish(host, name, &host.slot_dir(name, slot), info, Some(from))?;
+    failpoint("switch:after-publish");
     fsops::swap_symlink(Path::new(&format!("{name}.{slot}")), &host.pointer(name))?;
+    failpoint("switch:after-swap");
     host.systemd.reload()?;
     if info.has_container_service {
         host.systemd.enable(&unit_file_name(name))?;
@@ -86,42 +95,98 @@ fn last_log_lines(name: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Starts the unit and waits until it has been active for `SETTLE` without
-/// interruption, within `timeout`. Returns why it is not healthy.
-fn start_healthy(host: &Host, name: &str, timeout: Duration) -> Result<(), String> {
+struct SystemdUnit<'a> {
+    host: &'a Host,
+    unit: String,
+}
+
+impl UnitState for SystemdUnit<'_> {
+    fn active_state(&self) -> Result<Option<String>, String> {
+        self.host
+            .systemd
+            .active_state(&self.unit)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Starts the unit and runs the health gate on it.
+fn start_healthy(host: &Host, name: &str, info: &Info, timeout: Duration) -> Result<(), String> {
     let unit = unit_file_name(name);
     host.systemd.start(&unit).map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + timeout;
-    let mut active_since: Option<Instant> = None;
-    loop {
-        let state = match host.systemd.active_state(&unit) {
-            Ok(Some(s)) => s,
-            Ok(None) => return Ok(()), // no systemd to ask: nothing to gate on
-            Err(e) => return Err(e.to_string()),
-        };
-        match state.as_str() {
-            "active" => {
-                let since = *active_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= SETTLE {
-                    return Ok(());
-                }
-            }
-            "failed" | "inactive" => return Err(format!("{unit} is {state}")),
-            // activating again after being active: it died and is restarting.
-            other if active_since.is_some() => {
-                return Err(format!("{unit} left the active state ({other})"))
-            }
-            _ => {}
-        }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "{unit} did not stay active for {} s within {} s (state: {state})",
-                SETTLE.as_secs(),
-                timeout.as_secs()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    let state = SystemdUnit {
+        host,
+        unit: unit.clone(),
+    };
+    let probe = info
+        .probe
+        .as_ref()
+        .map(|p| (p, host.runtime.as_str(), name));
+    health::wait_healthy(&unit, &state, probe, SETTLE, timeout)
+}
+
+/// Crash points for tests: `SOCLE_FAILPOINT=update:after-stop` makes socle
+/// kill itself with SIGKILL there, as a power cut would.
+fn failpoint(step: &str) {
+    if std::env::var("SOCLE_FAILPOINT").is_ok_and(|v| v == step) {
+        eprintln!("socle: failpoint {step}: killing myself");
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
     }
+}
+
+/// Recorded while the host is between two slots, so that a run after a
+/// crash can make the host consistent again.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Transition {
+    from: u32,
+    to: u32,
+    was_running: bool,
+}
+
+fn transition_path(host: &Host, name: &str) -> std::path::PathBuf {
+    host.containers_dir().join(format!(".{name}.transition"))
+}
+
+/// Finishes what a crashed update or rollback left: the pointer (moved by
+/// one rename, so always valid) says which slot is current; its unit,
+/// tmpfiles and host files are published again and the service is started
+/// if it was running. Returns what was interrupted and a message, when
+/// there was something to do.
+fn recover(host: &Host, name: &str) -> anyhow::Result<Option<(Transition, String)>> {
+    let path = transition_path(host, name);
+    let Ok(text) = fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let t: Transition =
+        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+    let Some(slot) = host.current_slot(name) else {
+        fsops::remove_any(&path)?;
+        return Ok(None);
+    };
+    let info = host.read_info(name, slot)?;
+    let other_info = host.read_info(name, other(slot)).ok();
+    publish(
+        host,
+        name,
+        &host.slot_dir(name, slot),
+        &info,
+        other_info.as_ref(),
+    )?;
+    host.systemd.reload()?;
+    if info.has_container_service {
+        host.systemd.enable(&unit_file_name(name))?;
+    }
+    host.run_tmpfiles("--create", &host.tmpfiles_path(name))?;
+    if t.was_running && info.has_container_service {
+        host.systemd.start(&unit_file_name(name))?;
+    }
+    fsops::remove_any(&path)?;
+    fsops::sync_dir(&host.containers_dir())?;
+    let message = format!(
+        "recovered an interrupted switch from slot {} to slot {}: {name} is on slot {slot} ({})",
+        t.from, t.to, info.image
+    );
+    Ok(Some((t, message)))
 }
 
 /// Deploys `name` again into its other slot, from the same image with new
@@ -129,6 +194,7 @@ fn start_healthy(host: &Host, name: &str, timeout: Duration) -> Result<(), Strin
 pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Result<UpdateReport> {
     let name = opts.name;
     validate_name(name)?;
+    let recovered = recover(host, name)?;
     let Some(slot) = host.current_slot(name) else {
         bail!("no container {name:?} is installed (see `socle list --all`)");
     };
@@ -144,7 +210,7 @@ pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Resul
         id_after: image.id.clone(),
         slot,
         status: "up to date".into(),
-        messages: Vec::new(),
+        messages: recovered.into_iter().map(|(_, m)| m).collect(),
     };
     if image.id == info.image_id && user_values == info.user_values {
         return Ok(report);
@@ -176,37 +242,53 @@ pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Resul
         }
     };
     report.messages.extend(warnings);
+    failpoint("update:after-staging");
     fsops::remove_any(&new_dir)?;
     fs::rename(&staging, &new_dir)
         .with_context(|| format!("renaming {} to {}", staging.display(), new_dir.display()))?;
     fsops::sync_dir(&host.containers_dir())?;
+    failpoint("update:after-rename");
 
     let was_running = info.has_container_service && is_running(host, name)?;
+    let journal = serde_json::to_vec(&Transition {
+        from: slot,
+        to: new_slot,
+        was_running,
+    })?;
+    fsops::write_atomic(&transition_path(host, name), &journal, 0o644)?;
+    failpoint("update:after-journal");
     if was_running {
         host.systemd.stop(&unit_file_name(name))?;
     }
+    failpoint("update:after-stop");
     report
         .messages
         .extend(switch_to(host, name, new_slot, &new_info, &info)?);
     report.slot = new_slot;
     report.status = "updated".into();
     if !(was_running && new_info.has_container_service) {
+        fsops::remove_any(&transition_path(host, name))?;
         return Ok(report);
     }
-    if let Err(why) = start_healthy(host, name, opts.timeout) {
+    let gate = start_healthy(host, name, &new_info, opts.timeout);
+    failpoint("update:after-start");
+    if let Err(why) = gate {
         let log = last_log_lines(name);
         if opts.no_rollback {
+            fsops::remove_any(&transition_path(host, name))?;
             bail!("{name}: the new deployment is not healthy: {why}; left in place (--no-rollback). Last log lines: {log}");
         }
         let _ = host.systemd.stop(&unit_file_name(name));
         switch_to(host, name, slot, &info, &new_info)?;
         host.systemd.start(&unit_file_name(name))?;
+        fsops::remove_any(&transition_path(host, name))?;
         bail!(
             "{name}: the new deployment ({}) is not healthy: {why}; rolled back to {} (slot {slot}). Last log lines: {log}",
             new_info.image,
             info.image
         );
     }
+    fsops::remove_any(&transition_path(host, name))?;
     Ok(report)
 }
 
@@ -214,22 +296,49 @@ pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Resul
 /// A second rollback goes forward again.
 pub fn rollback(host: &Host, name: &str) -> anyhow::Result<UpdateReport> {
     validate_name(name)?;
+    // A crashed update or rollback is finished first; its slot is then the
+    // one a rollback leaves.
+    let recovered = recover(host, name)?;
     let Some(slot) = host.current_slot(name) else {
         bail!("no container {name:?} is installed (see `socle list --all`)");
     };
     let info = host.read_info(name, slot)?;
+    if let Some((t, message)) = &recovered {
+        if t.from == slot {
+            // The interrupted switch never happened: undoing it was the rollback.
+            return Ok(UpdateReport {
+                name: name.into(),
+                image_before: info.image.clone(),
+                id_before: info.image_id.clone(),
+                image_after: info.image,
+                id_after: info.image_id,
+                slot,
+                status: "rolled back".into(),
+                messages: vec![message.clone()],
+            });
+        }
+    }
     let target = other(slot);
     let target_info = host
         .read_info(name, target)
         .map_err(|_| anyhow::anyhow!("{name} has no other deployment to roll back to"))?;
     let was_running = info.has_container_service && is_running(host, name)?;
+    let journal = serde_json::to_vec(&Transition {
+        from: slot,
+        to: target,
+        was_running,
+    })?;
+    fsops::write_atomic(&transition_path(host, name), &journal, 0o644)?;
     if was_running {
         host.systemd.stop(&unit_file_name(name))?;
     }
-    let messages = switch_to(host, name, target, &target_info, &info)?;
+    failpoint("rollback:after-stop");
+    let mut messages: Vec<String> = recovered.into_iter().map(|(_, m)| m).collect();
+    messages.extend(switch_to(host, name, target, &target_info, &info)?);
     if was_running && target_info.has_container_service {
         host.systemd.start(&unit_file_name(name))?;
     }
+    fsops::remove_any(&transition_path(host, name))?;
     Ok(UpdateReport {
         name: name.into(),
         image_before: info.image,
