@@ -753,3 +753,31 @@ fn uninstall_unknown_name_fails() {
     assert!(err.contains("nosuch"), "{err}");
     s.assert_unchanged(&before);
 }
+
+#[test]
+fn a_second_run_waits_for_the_lock() {
+    let s = Socle::new();
+    let state = s.root().join("state");
+    fs::create_dir_all(&state).unwrap();
+    let ready = s.root().join("holder-ready");
+    // Another "socle" holds the state lock for a moment.
+    let mut holder = Command::new("flock")
+        .arg(state.join("lock"))
+        .args(["-c", &format!("touch {}; sleep 2", path_str(&ready))])
+        .spawn()
+        .expect("flock(1) runs");
+    for _ in 0..100 {
+        if ready.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(ready.exists(), "the lock holder did not start");
+    let (_, stderr) = s.ok_with_stderr(&["pull", &oci_archive(&fixtures().oci_archive)]);
+    assert!(
+        stderr.contains("Waiting for another socle run"),
+        "expected a waiting message:\n{stderr}"
+    );
+    holder.wait().unwrap();
+    assert!(s.ok(&["images", "list"]).contains("hello"));
+}

@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::deploy::{self, Host, InstallOptions};
@@ -167,6 +168,31 @@ impl Global {
             .unwrap_or_else(|| self.runtime.clone())
     }
 
+    /// Takes the state directory's lock for a command that changes the
+    /// store or deployments, so two socle runs (an operator and cloud-init,
+    /// say) never interleave. Waits, saying so, when another run holds it.
+    fn lock(&self) -> anyhow::Result<std::fs::File> {
+        use rustix::fs::{flock, FlockOperation};
+        std::fs::create_dir_all(&self.state_dir)
+            .with_context(|| format!("creating {}", self.state_dir.display()))?;
+        let path = self.state_dir.join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+            eprintln!(
+                "Waiting for another socle run to finish (lock: {})…",
+                path.display()
+            );
+            flock(&file, FlockOperation::LockExclusive)
+                .with_context(|| format!("locking {}", path.display()))?;
+        }
+        Ok(file)
+    }
+
     fn store(&self) -> anyhow::Result<Store> {
         Ok(Store::open(&self.state_dir.join("repo"))?)
     }
@@ -239,6 +265,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let g = &cli.global;
     match &cli.command {
         Command::Pull { image, name } => {
+            let _lock = g.lock()?;
             let source: ImageRef = image.parse()?;
             let name = name.as_deref().map(ImageName::parse).transpose()?;
             let store = g.store()?;
@@ -337,6 +364,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             set,
             image,
         } => {
+            let _lock = g.lock()?;
             let store = g.store()?;
             let host = g.host()?;
             let stored = store.image(image)?;
@@ -387,6 +415,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             no_rollback,
             timeout,
         } => {
+            let _lock = g.lock()?;
             let store = g.store()?;
             let host = g.host()?;
             let report = deploy::update(
@@ -403,11 +432,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             print_update(g, &report)?;
         }
         Command::Rollback { name } => {
+            let _lock = g.lock()?;
             let host = g.host()?;
             let report = deploy::rollback(&host, name)?;
             print_update(g, &report)?;
         }
         Command::Uninstall { name } => {
+            let _lock = g.lock()?;
             let host = g.host()?;
             let report = deploy::uninstall(&host, name)?;
             if g.json {

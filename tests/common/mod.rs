@@ -127,6 +127,19 @@ fn build_fixtures() -> Fixtures {
             vec![format!("oci-archive:{}", p(&f.whiteout))],
         ),
     ];
+    build_images(builds);
+    let read_digest = |p: &Path| fs::read_to_string(p).unwrap().trim().to_string();
+    Fixtures {
+        v1_digest: read_digest(&v1_digest_file),
+        v2_digest: read_digest(&v2_digest_file),
+        ..f
+    }
+}
+
+/// Runs `scripts/build-image OPTIONS images/hello DESTINATIONS` for every
+/// (options, destinations) pair, all at once, and waits for them.
+fn build_images(builds: Vec<(Vec<String>, Vec<String>)>) {
+    let p = |p: &Path| p.display().to_string();
     let root = repo_root();
     let children: Vec<_> = builds
         .into_iter()
@@ -154,12 +167,112 @@ fn build_fixtures() -> Fixtures {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let read_digest = |p: &Path| fs::read_to_string(p).unwrap().trim().to_string();
-    Fixtures {
-        v1_digest: read_digest(&v1_digest_file),
-        v2_digest: read_digest(&v2_digest_file),
-        ..f
-    }
+}
+
+/// Variants of hello 1 for the update tests, each an OCI archive named
+/// `hello.tar` in a directory of its own, with its own tag (so each pulls
+/// as `hello:TAG`). Built once per process, after (and beside) `fixtures()`.
+pub struct UpdateFixtures {
+    /// Other manifest defaults: PORT 8082 (was 8081), RECEIVER "everyone"
+    /// (was "world") (`hello:newdefaults`).
+    pub new_defaults: PathBuf,
+    /// A manifest without the PORT default, which the templates use
+    /// (`hello:noport`).
+    pub no_port_default: PathBuf,
+    /// /exports/hostfs/etc/hello/hello.conf with other text: its first line
+    /// is `NEW_CONF_MARKER` (`hello:newconf`).
+    pub new_conf: PathBuf,
+    /// Without /bin/wget (base layer) and /usr/share/hello/version (image
+    /// layer) (`hello:slim`).
+    pub slim: PathBuf,
+}
+
+/// The first line of the host file template of `UpdateFixtures::new_conf`.
+pub const NEW_CONF_MARKER: &str = "# hello.conf, new edition";
+
+static UPDATE_FIXTURES: OnceLock<UpdateFixtures> = OnceLock::new();
+
+pub fn update_fixtures() -> &'static UpdateFixtures {
+    UPDATE_FIXTURES.get_or_init(build_update_fixtures)
+}
+
+fn build_update_fixtures() -> UpdateFixtures {
+    let dir = fixtures().dir.join("update");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let hello = repo_root().join("images/hello/exports");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(hello.join("manifest.json")).unwrap()).unwrap();
+
+    let mut new_defaults = manifest.clone();
+    new_defaults["defaultValues"]["PORT"] = "8082".into();
+    new_defaults["defaultValues"]["RECEIVER"] = "everyone".into();
+    let new_defaults_file = dir.join("manifest-newdefaults.json");
+    fs::write(&new_defaults_file, new_defaults.to_string()).unwrap();
+
+    let mut no_port = manifest;
+    no_port["defaultValues"]
+        .as_object_mut()
+        .unwrap()
+        .remove("PORT")
+        .expect("hello's manifest has a PORT default");
+    let no_port_file = dir.join("manifest-noport.json");
+    fs::write(&no_port_file, no_port.to_string()).unwrap();
+
+    let conf = fs::read_to_string(hello.join("hostfs/etc/hello/hello.conf")).unwrap();
+    let new_conf_file = dir.join("hello.conf");
+    fs::write(&new_conf_file, format!("{NEW_CONF_MARKER}\n{conf}")).unwrap();
+
+    let f = UpdateFixtures {
+        new_defaults: dir.join("newdefaults/hello.tar"),
+        no_port_default: dir.join("noport/hello.tar"),
+        new_conf: dir.join("newconf/hello.tar"),
+        slim: dir.join("slim/hello.tar"),
+    };
+    let p = |p: &Path| p.display().to_string();
+    let variant = |tag: &str, extra: Vec<String>, dest: &Path| {
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        let mut opts = vec!["--tag".to_string(), tag.to_string()];
+        opts.extend(extra);
+        (opts, vec![format!("oci-archive:{}", p(dest))])
+    };
+    build_images(vec![
+        variant(
+            "newdefaults",
+            vec![
+                "--add-file".into(),
+                format!("{}:/exports/manifest.json", p(&new_defaults_file)),
+            ],
+            &f.new_defaults,
+        ),
+        variant(
+            "noport",
+            vec![
+                "--add-file".into(),
+                format!("{}:/exports/manifest.json", p(&no_port_file)),
+            ],
+            &f.no_port_default,
+        ),
+        variant(
+            "newconf",
+            vec![
+                "--add-file".into(),
+                format!("{}:/exports/hostfs/etc/hello/hello.conf", p(&new_conf_file)),
+            ],
+            &f.new_conf,
+        ),
+        variant(
+            "slim",
+            vec![
+                "--remove".into(),
+                "/bin/wget".into(),
+                "--remove".into(),
+                "/usr/share/hello/version".into(),
+            ],
+            &f.slim,
+        ),
+    ]);
+    f
 }
 
 /// Removes fixture directories left by earlier test processes.
@@ -319,13 +432,17 @@ impl Socle {
     /// A sorted listing of the whole environment: path, type, size and
     /// sha256 of file contents (symlinks with their targets).
     ///
-    /// Leaves out `state/repo/.lock` and `state/repo/tmp/`: libostree's lock
-    /// file and scratch space (it keeps an empty staging directory for reuse
+    /// Leaves out socle's lock file `state/lock`, and `state/repo/.lock` and
+    /// `state/repo/tmp/`: libostree's lock file and scratch space (it keeps an empty staging directory for reuse
     /// after an aborted transaction); neither holds content or state.
     pub fn snapshot(&self) -> Vec<String> {
         let mut lines = Vec::new();
         walk(self.root(), self.root(), &mut lines);
-        lines.retain(|l| !l.starts_with("state/repo/.lock\t") && !l.starts_with("state/repo/tmp/"));
+        lines.retain(|l| {
+            !l.starts_with("state/lock\t")
+                && !l.starts_with("state/repo/.lock\t")
+                && !l.starts_with("state/repo/tmp/")
+        });
         lines.sort();
         lines
     }
