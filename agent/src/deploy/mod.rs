@@ -22,6 +22,8 @@ mod update;
 
 pub use update::{rollback, update, UpdateOptions, UpdateReport};
 
+pub(crate) use update::staging_dir;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -58,6 +60,10 @@ pub struct InstalledFile {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Info {
+    /// Unique per deployment written, so a crashed update can tell the
+    /// slot it wrote from an older one.
+    #[serde(default)]
+    pub id: String,
     pub name: String,
     pub image: String,
     pub image_id: String,
@@ -288,6 +294,7 @@ pub fn install(host: &Host, store: &Store, opts: &InstallOptions) -> anyhow::Res
         slot,
         &user_values,
         None,
+        &new_deployment_id(),
         &staging,
     ) {
         Ok(r) => r,
@@ -371,6 +378,7 @@ fn write_deployment(
     slot: u32,
     user_values: &Values,
     previous: Option<&Values>,
+    id: &str,
     dir: &Path,
 ) -> anyhow::Result<(Info, Vec<String>)> {
     let rootfs = dir.join("rootfs");
@@ -435,6 +443,7 @@ fn write_deployment(
     }
 
     let info = Info {
+        id: id.to_string(),
         name: name.into(),
         image: image.name.to_string(),
         image_id: image.id.clone(),
@@ -529,6 +538,15 @@ fn publish(
     Ok(messages)
 }
 
+/// An id no other deployment on this host has: time in ns and the pid.
+fn new_deployment_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{nanos:x}-{}", std::process::id())
+}
+
 fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -611,6 +629,9 @@ pub fn uninstall(host: &Host, name: &str) -> anyhow::Result<UninstallReport> {
     }
     fsops::remove_any(&host.pointer(name))?;
     fsops::remove_any(&host.containers_dir().join(format!(".{name}.transition")))?;
+    for s in [0, 1] {
+        fsops::remove_any(&staging_dir(host, name, s))?;
+    }
     fsops::sync_dir(&host.containers_dir())?;
     for s in [0, 1] {
         let d = host.slot_dir(name, s);

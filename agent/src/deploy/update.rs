@@ -15,7 +15,8 @@ use anyhow::{bail, Context};
 
 use super::health::{self, UnitState};
 use super::{
-    fsops, parse_sets, publish, unit_file_name, validate_name, write_deployment, Host, Info,
+    fsops, new_deployment_id, parse_sets, publish, unit_file_name, validate_name, write_deployment,
+    Host, Info,
 };
 use crate::store::Store;
 
@@ -138,9 +139,39 @@ fn failpoint(step: &str) {
 /// crash can make the host consistent again.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Transition {
+    op: Op,
+    phase: Phase,
     from: u32,
     to: u32,
     was_running: bool,
+    /// Info id of the deployment an update writes into `to`.
+    new_id: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Op {
+    Update,
+    Rollback,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Phase {
+    /// The new slot is being written; the host is untouched.
+    Staging,
+    /// The host is being moved from `from` to `to`.
+    Switching,
+}
+
+fn write_transition(host: &Host, name: &str, t: &Transition) -> anyhow::Result<()> {
+    fsops::write_atomic(&transition_path(host, name), &serde_json::to_vec(t)?, 0o644)?;
+    Ok(())
+}
+
+pub(crate) fn staging_dir(host: &Host, name: &str, slot: u32) -> std::path::PathBuf {
+    host.containers_dir()
+        .join(format!(".{name}.{slot}.staging"))
 }
 
 fn transition_path(host: &Host, name: &str) -> std::path::PathBuf {
@@ -150,7 +181,8 @@ fn transition_path(host: &Host, name: &str) -> std::path::PathBuf {
 /// Finishes what a crashed update or rollback left: the pointer (moved by
 /// one rename, so always valid) says which slot is current; its unit,
 /// tmpfiles and host files are published again and the service is started
-/// if it was running. Returns what was interrupted and a message, when
+/// if it was running. A slot an interrupted update wrote but never made
+/// current is discarded. Returns what was interrupted and a message, when
 /// there was something to do.
 fn recover(host: &Host, name: &str) -> anyhow::Result<Option<(Transition, String)>> {
     let path = transition_path(host, name);
@@ -159,12 +191,28 @@ fn recover(host: &Host, name: &str) -> anyhow::Result<Option<(Transition, String
     };
     let t: Transition =
         serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+    fsops::remove_any(&staging_dir(host, name, t.to))?;
     let Some(slot) = host.current_slot(name) else {
         fsops::remove_any(&path)?;
         return Ok(None);
     };
-    let info = host.read_info(name, slot)?;
+    // An update that never got the pointer leaves a slot that was never
+    // current: it must not become a rollback target.
     let other_info = host.read_info(name, other(slot)).ok();
+    let written_by_update = other_info
+        .as_ref()
+        .is_some_and(|i| !t.new_id.is_empty() && i.id == t.new_id);
+    let discard_new = t.op == Op::Update && slot == t.from && written_by_update;
+    if t.phase == Phase::Staging {
+        // The host was never touched.
+        if discard_new {
+            fsops::remove_any(&host.slot_dir(name, t.to))?;
+        }
+        fsops::remove_any(&path)?;
+        let message = format!("discarded an interrupted update of {name} (it had not started)");
+        return Ok(Some((t, message)));
+    }
+    let info = host.read_info(name, slot)?;
     publish(
         host,
         name,
@@ -179,6 +227,10 @@ fn recover(host: &Host, name: &str) -> anyhow::Result<Option<(Transition, String
     host.run_tmpfiles("--create", &host.tmpfiles_path(name))?;
     if t.was_running && info.has_container_service {
         host.systemd.start(&unit_file_name(name))?;
+    }
+    // Only now: publishing needed its record of the host files it wrote.
+    if discard_new {
+        fsops::remove_any(&host.slot_dir(name, t.to))?;
     }
     fsops::remove_any(&path)?;
     fsops::sync_dir(&host.containers_dir())?;
@@ -219,9 +271,17 @@ pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Resul
     // A reused slot is rebuilt from scratch: nothing of an older image lingers.
     let new_slot = other(slot);
     let new_dir = host.slot_dir(name, new_slot);
-    let staging = host
-        .containers_dir()
-        .join(format!(".{name}.{new_slot}.staging"));
+    let staging = staging_dir(host, name, new_slot);
+    let was_running = info.has_container_service && is_running(host, name)?;
+    let mut transition = Transition {
+        op: Op::Update,
+        phase: Phase::Staging,
+        from: slot,
+        to: new_slot,
+        was_running,
+        new_id: new_deployment_id(),
+    };
+    write_transition(host, name, &transition)?;
     fsops::remove_any(&staging)?;
     let (new_info, warnings) = match write_deployment(
         host,
@@ -231,11 +291,13 @@ pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Resul
         new_slot,
         &user_values,
         Some(&info.values),
+        &transition.new_id,
         &staging,
     ) {
         Ok(r) => r,
         Err(e) => {
             let _ = fsops::remove_any(&staging);
+            let _ = fsops::remove_any(&transition_path(host, name));
             return Err(e.context(format!(
                 "updating {name}; the current deployment is unchanged"
             )));
@@ -248,14 +310,8 @@ pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Resul
         .with_context(|| format!("renaming {} to {}", staging.display(), new_dir.display()))?;
     fsops::sync_dir(&host.containers_dir())?;
     failpoint("update:after-rename");
-
-    let was_running = info.has_container_service && is_running(host, name)?;
-    let journal = serde_json::to_vec(&Transition {
-        from: slot,
-        to: new_slot,
-        was_running,
-    })?;
-    fsops::write_atomic(&transition_path(host, name), &journal, 0o644)?;
+    transition.phase = Phase::Switching;
+    write_transition(host, name, &transition)?;
     failpoint("update:after-journal");
     if was_running {
         host.systemd.stop(&unit_file_name(name))?;
@@ -304,8 +360,12 @@ pub fn rollback(host: &Host, name: &str) -> anyhow::Result<UpdateReport> {
     };
     let info = host.read_info(name, slot)?;
     if let Some((t, message)) = &recovered {
-        if t.from == slot {
-            // The interrupted switch never happened: undoing it was the rollback.
+        // An interrupted update that recovery undid, or an interrupted
+        // rollback that had already moved the pointer: either way the
+        // rollback the user asked for is what the host now shows.
+        let undone_update = t.op == Op::Update && t.from == slot;
+        let finished_rollback = t.op == Op::Rollback && t.to == slot;
+        if undone_update || finished_rollback {
             return Ok(UpdateReport {
                 name: name.into(),
                 image_before: info.image.clone(),
@@ -323,12 +383,18 @@ pub fn rollback(host: &Host, name: &str) -> anyhow::Result<UpdateReport> {
         .read_info(name, target)
         .map_err(|_| anyhow::anyhow!("{name} has no other deployment to roll back to"))?;
     let was_running = info.has_container_service && is_running(host, name)?;
-    let journal = serde_json::to_vec(&Transition {
-        from: slot,
-        to: target,
-        was_running,
-    })?;
-    fsops::write_atomic(&transition_path(host, name), &journal, 0o644)?;
+    write_transition(
+        host,
+        name,
+        &Transition {
+            op: Op::Rollback,
+            phase: Phase::Switching,
+            from: slot,
+            to: target,
+            was_running,
+            new_id: String::new(),
+        },
+    )?;
     if was_running {
         host.systemd.stop(&unit_file_name(name))?;
     }
