@@ -42,7 +42,8 @@ pub trait Systemd {
     fn reload(&self) -> Result<()>;
     fn enable(&self, unit: &str) -> Result<()>;
     fn disable(&self, unit: &str) -> Result<()>;
-    /// Starts a unit and waits until it is no longer activating.
+    /// Queues a start of the unit; callers that care poll `active_state`
+    /// (the update's health gate does, with the user's timeout).
     fn start(&self, unit: &str) -> Result<()>;
     /// Stops a unit and waits until it is inactive or failed.
     fn stop(&self, unit: &str) -> Result<()>;
@@ -205,12 +206,12 @@ impl Systemd for DbusSystemd {
     fn start(&self, unit: &str) -> Result<()> {
         self.manager()
             .and_then(|m| m.start_unit(unit, "replace"))
+            .map(|_| ())
             .map_err(|source| SystemdError::Call {
                 action: "start",
                 unit: unit.into(),
                 source: Box::new(source),
-            })?;
-        self.wait_while("start", unit, &["activating", "reloading"])
+            })
     }
 
     fn stop(&self, unit: &str) -> Result<()> {

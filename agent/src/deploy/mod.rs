@@ -205,6 +205,30 @@ impl Host {
         Ok(names)
     }
 
+    /// Stops the container's unit and makes sure its container is gone:
+    /// with `--systemd-cgroup` the container lives in its own scope, so a
+    /// process that ignores SIGTERM would outlive the unit and keep its
+    /// ports (a later start of the same name would then fail).
+    pub fn stop_container(&self, name: &str) -> anyhow::Result<()> {
+        let unit = unit_file_name(name);
+        self.systemd.stop(&unit)?;
+        if self.systemd.active_state(&unit)?.is_none() {
+            return Ok(()); // --systemd none: nothing was started by us
+        }
+        let out = Command::new(&self.runtime)
+            .args(["--systemd-cgroup", "delete", "--force", name])
+            .output();
+        if let Ok(o) = out {
+            if o.status.success() {
+                tracing::info!(
+                    container = name,
+                    "removed a container that outlived its unit"
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Runs systemd-tmpfiles for one file, inside `--host-root`.
     fn run_tmpfiles(&self, action: &str, file: &Path) -> anyhow::Result<()> {
         let mut cmd = Command::new("systemd-tmpfiles");
@@ -599,7 +623,7 @@ pub fn uninstall(host: &Host, name: &str) -> anyhow::Result<UninstallReport> {
     };
     if info.has_container_service {
         if host.systemd.active_state(&unit)?.as_deref() != Some("inactive") {
-            host.systemd.stop(&unit)?;
+            host.stop_container(name)?;
         }
         host.systemd.disable(&unit)?;
         let unit_path = host.unit_path(name);

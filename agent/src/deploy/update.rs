@@ -314,7 +314,7 @@ pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Resul
     write_transition(host, name, &transition)?;
     failpoint("update:after-journal");
     if was_running {
-        host.systemd.stop(&unit_file_name(name))?;
+        host.stop_container(name)?;
     }
     failpoint("update:after-stop");
     report
@@ -334,7 +334,7 @@ pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Resul
             fsops::remove_any(&transition_path(host, name))?;
             bail!("{name}: the new deployment is not healthy: {why}; left in place (--no-rollback). Last log lines: {log}");
         }
-        let _ = host.systemd.stop(&unit_file_name(name));
+        let _ = host.stop_container(name);
         switch_to(host, name, slot, &info, &new_info)?;
         host.systemd.start(&unit_file_name(name))?;
         fsops::remove_any(&transition_path(host, name))?;
@@ -396,7 +396,7 @@ pub fn rollback(host: &Host, name: &str) -> anyhow::Result<UpdateReport> {
         },
     )?;
     if was_running {
-        host.systemd.stop(&unit_file_name(name))?;
+        host.stop_container(name)?;
     }
     failpoint("rollback:after-stop");
     let mut messages: Vec<String> = recovered.into_iter().map(|(_, m)| m).collect();
