@@ -47,6 +47,9 @@ pub trait Systemd {
     fn start(&self, unit: &str) -> Result<()>;
     /// Stops a unit and waits until it is inactive or failed.
     fn stop(&self, unit: &str) -> Result<()>;
+    /// Forgets a unit's failed state and start-rate limit, so a start after
+    /// a crash loop is not refused.
+    fn reset_failed(&self, unit: &str) -> Result<()>;
     /// The unit's ActiveState (`active`, `inactive`, `failed`, …), or `None`
     /// when systemd is not consulted.
     fn active_state(&self, unit: &str) -> Result<Option<String>>;
@@ -69,6 +72,9 @@ impl Systemd for NoSystemd {
         Ok(())
     }
     fn stop(&self, _: &str) -> Result<()> {
+        Ok(())
+    }
+    fn reset_failed(&self, _: &str) -> Result<()> {
         Ok(())
     }
     fn active_state(&self, _: &str) -> Result<Option<String>> {
@@ -100,6 +106,7 @@ trait Manager {
     fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<zbus::zvariant::OwnedObjectPath>;
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<zbus::zvariant::OwnedObjectPath>;
     fn load_unit(&self, name: &str) -> zbus::Result<zbus::zvariant::OwnedObjectPath>;
+    fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
 }
 
 #[zbus::proxy(
@@ -227,6 +234,23 @@ impl Systemd for DbusSystemd {
             unit,
             &["active", "deactivating", "activating", "reloading"],
         )
+    }
+
+    fn reset_failed(&self, unit: &str) -> Result<()> {
+        match self.manager().and_then(|m| m.reset_failed_unit(unit)) {
+            Ok(()) => Ok(()),
+            // A unit that is not failed (or not loaded) has nothing to reset.
+            Err(zbus::Error::MethodError(name, _, _))
+                if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
+            {
+                Ok(())
+            }
+            Err(source) => Err(SystemdError::Call {
+                action: "reset-failed",
+                unit: unit.into(),
+                source: Box::new(source),
+            }),
+        }
     }
 
     fn active_state(&self, unit: &str) -> Result<Option<String>> {

@@ -81,6 +81,17 @@ fn is_running(host: &Host, name: &str) -> anyhow::Result<bool> {
     Ok(host.systemd.active_state(&unit_file_name(name))?.as_deref() == Some("active"))
 }
 
+/// Whether a rollback should leave the service running: it is, or it is
+/// failing (crashed or in its restart loop), which is what a rollback repairs.
+/// Only a service the user stopped stays stopped.
+fn should_run_after_rollback(host: &Host, name: &str) -> anyhow::Result<bool> {
+    let state = host.systemd.active_state(&unit_file_name(name))?;
+    Ok(matches!(
+        state.as_deref(),
+        Some("active" | "activating" | "reloading" | "failed")
+    ))
+}
+
 /// The unit's last log lines, for the error that explains a rollback.
 fn last_log_lines(name: &str) -> String {
     Command::new("journalctl")
@@ -113,6 +124,9 @@ impl UnitState for SystemdUnit<'_> {
 /// Starts the unit and runs the health gate on it.
 fn start_healthy(host: &Host, name: &str, info: &Info, timeout: Duration) -> Result<(), String> {
     let unit = unit_file_name(name);
+    host.systemd
+        .reset_failed(&unit)
+        .map_err(|e| e.to_string())?;
     host.systemd.start(&unit).map_err(|e| e.to_string())?;
     let state = SystemdUnit {
         host,
@@ -226,6 +240,7 @@ fn recover(host: &Host, name: &str) -> anyhow::Result<Option<(Transition, String
     }
     host.run_tmpfiles("--create", &host.tmpfiles_path(name))?;
     if t.was_running && info.has_container_service {
+        host.systemd.reset_failed(&unit_file_name(name))?;
         host.systemd.start(&unit_file_name(name))?;
     }
     // Only now: publishing needed its record of the host files it wrote.
@@ -336,6 +351,7 @@ pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Resul
         }
         let _ = host.stop_container(name);
         switch_to(host, name, slot, &info, &new_info)?;
+        host.systemd.reset_failed(&unit_file_name(name))?;
         host.systemd.start(&unit_file_name(name))?;
         fsops::remove_any(&transition_path(host, name))?;
         bail!(
@@ -382,7 +398,7 @@ pub fn rollback(host: &Host, name: &str) -> anyhow::Result<UpdateReport> {
     let target_info = host
         .read_info(name, target)
         .map_err(|_| anyhow::anyhow!("{name} has no other deployment to roll back to"))?;
-    let was_running = info.has_container_service && is_running(host, name)?;
+    let was_running = info.has_container_service && should_run_after_rollback(host, name)?;
     write_transition(
         host,
         name,
@@ -402,6 +418,7 @@ pub fn rollback(host: &Host, name: &str) -> anyhow::Result<UpdateReport> {
     let mut messages: Vec<String> = recovered.into_iter().map(|(_, m)| m).collect();
     messages.extend(switch_to(host, name, target, &target_info, &info)?);
     if was_running && target_info.has_container_service {
+        host.systemd.reset_failed(&unit_file_name(name))?;
         host.systemd.start(&unit_file_name(name))?;
     }
     fsops::remove_any(&transition_path(host, name))?;
