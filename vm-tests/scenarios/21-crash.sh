@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# 21-crash: socle killed (SIGKILL, through SOCLE_FAILPOINT) at every step of
+# an update and of a rollback, on a booted node with real systemd. After
+# each kill the pointer names exactly one complete slot; running the same
+# command again (or `socle rollback`) finishes or undoes the interrupted
+# switch, and the greeter answers with the values that command asked for.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$here/../lib.sh"
+node_cleanup_on_exit
+
+repo=$(cd "$here/../.." && pwd)
+socle_bin=${SOCLE_BIN:-$repo/target/debug/socle}
+node=crash0
+containers=/var/lib/socle/containers
+old_port=18091
+new_port=18092
+
+work=$(mktemp -d)
+at_exit rm -rf "$work"
+
+in_node() { node_exec "$node" "$@"; }
+socle() { in_node socle "$@"; }
+greets() { [[ $(in_node curl -fsS --max-time 2 "http://127.0.0.1:$1/" 2>/dev/null) == "$2" ]]; }
+
+# Exactly one deployment is current: the pointer names a slot whose info is
+# complete JSON, and no staging directory is mistaken for one.
+one_current() {
+    local target
+    target=$(in_node readlink "$containers/hello") || return 1
+    echo "pointer: $target"
+    [[ $target == hello.0 || $target == hello.1 ]] &&
+        in_node cat "$containers/$target/info" | jq -e .values.PORT >/dev/null
+}
+killed_by() { # killed_by FAILPOINT ARGS...: socle dies by SIGKILL there
+    local rc=0 fp=$1
+    shift
+    node_exec "$node" env SOCLE_FAILPOINT="$fp" socle "$@" >"$work/out" 2>&1 || rc=$?
+    cat "$work/out"
+    ((rc == 137)) && grep -q "failpoint $fp" "$work/out"
+}
+nothing_pending() {
+    in_node sh -c "! ls -A $containers | grep -q -e '^\.hello\.transition$' -e 'staging'"
+}
+
+check "socle binary was built ($socle_bin)" test -x "$socle_bin"
+check "the greeter image builds" "$repo/scripts/build-image" "$repo/images/hello" "oci-archive:$work/hello.tar"
+check "node root is ready" node_root_cached
+check "fresh node" node_new "$node"
+check "socle goes in" node_copy_in "$node" "$socle_bin" /usr/local/bin/socle
+check "the image goes in" node_copy_in "$node" "$work/hello.tar" /var/tmp/hello.tar
+check "node boots (own network)" node_boot "$node" --private-network
+check "pull" socle pull oci-archive:/var/tmp/hello.tar
+
+# Each round starts from a fresh install on the old port, running.
+fresh() {
+    socle uninstall hello >/dev/null 2>&1 || true
+    socle install --name hello --set PORT=$old_port --set RECEIVER=crash hello:1 >/dev/null &&
+        in_node systemctl start hello.service &&
+        wait_greets $old_port
+}
+wait_greets() {
+    for _ in $(seq 1 100); do
+        greets "$1" "Hello, crash! (hello 1)" && return 0
+        sleep 0.1
+    done
+    echo "port $1 does not answer; hello.service: $(in_node systemctl is-active hello.service)"
+    return 1
+}
+
+for fp in update:after-staging update:after-rename update:after-journal update:after-stop \
+    switch:after-publish switch:after-swap update:after-start; do
+    for then in update rollback; do
+        check "[$fp, then $then] fresh install answers" fresh
+        check "[$fp] socle is killed there" killed_by "$fp" update hello --set PORT=$new_port
+        check "[$fp] exactly one deployment is current" one_current
+        if [[ $then == update ]]; then
+            check "[$fp] update again" socle update hello --set PORT=$new_port
+            check "[$fp] the new value answers" wait_greets $new_port
+        else
+            check "[$fp] rollback" socle rollback hello
+            check "[$fp] the old value answers" wait_greets $old_port
+        fi
+        check "[$fp, then $then] nothing pending" nothing_pending
+    done
+done
+
+# A rollback killed midway is finished by the next rollback.
+check "[rollback:after-stop] fresh install answers" fresh
+check "[rollback:after-stop] update" socle update hello --set PORT=$new_port
+check "[rollback:after-stop] socle is killed there" killed_by rollback:after-stop rollback hello
+check "[rollback:after-stop] exactly one deployment is current" one_current
+check "[rollback:after-stop] rollback again" socle rollback hello
+check "[rollback:after-stop] the old value answers" wait_greets $old_port
+check "[rollback:after-stop] nothing pending" nothing_pending
+
+check "uninstall" socle uninstall hello
+check "node is destroyed" node_destroy "$node"
+summary
