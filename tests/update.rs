@@ -596,3 +596,115 @@ fn fixtures_differ_as_described() {
     let info = s.json(&["images", "info", "hello:noport"]);
     assert_eq!(info["required"], json!(["PORT"]), "{info:#}");
 }
+
+// ---- update --all, --pull, --rebase SOURCE, D directories ------------------------
+
+#[test]
+fn update_all_updates_only_containers_whose_image_has_a_newer_id() {
+    let s = Socle::new();
+    install_default(&s);
+    s.ok(&[
+        "install",
+        "--name",
+        "other",
+        "--set",
+        "PORT=9103",
+        "hello:1",
+    ]);
+    let v1 = info(&s, 0)["image-id"].clone();
+    let table = s.ok(&["update", "--all"]);
+    assert_eq!(table.matches("up to date").count(), 2, "{table}");
+    // hello:1 now names version 2's image.
+    s.ok(&[
+        "pull",
+        "--name",
+        "hello:1",
+        &oci_archive(&fixtures().v2_archive),
+    ]);
+    let rows = s.json(&["update", "--all", "--json"]);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for r in rows {
+        assert_eq!(r["status"], "updated", "{r}");
+        assert_eq!(r["id_before"], v1, "{r}");
+        assert_eq!(r["id_after"], json!(fixtures().v2_digest), "{r}");
+    }
+    assert_eq!(current_slot(&s), 1);
+    let again = s.ok(&["update", "--all"]);
+    assert_eq!(again.matches("up to date").count(), 2, "{again}");
+}
+
+#[test]
+fn update_pull_pulls_again_from_the_recorded_source() {
+    let s = Socle::new();
+    let archive = s.inputs().join("hello.tar");
+    fs::copy(&fixtures().oci_archive, &archive).unwrap();
+    s.ok(&["pull", &oci_archive(&archive)]);
+    s.ok(&["install", "--name", NAME, "hello:1"]);
+    // The source now holds version 2 (as a registry tag would, later).
+    fs::copy(&fixtures().v2_archive, &archive).unwrap();
+    s.ok(&["update", NAME, "--pull"]);
+    assert_eq!(
+        info(&s, current_slot(&s))["image-id"],
+        json!(fixtures().v2_digest)
+    );
+    assert_eq!(info(&s, current_slot(&s))["image"], "hello:1");
+}
+
+#[test]
+fn rebase_onto_a_source_pulls_it_first() {
+    let s = Socle::new();
+    install_default(&s);
+    let out = s.ok(&[
+        "update",
+        NAME,
+        "--rebase",
+        &oci_archive(&fixtures().v2_archive),
+    ]);
+    assert!(out.contains("hello:2"), "{out}");
+    assert_eq!(info(&s, 1)["image"], "hello:2");
+    assert!(s.ok(&["images", "list"]).contains("hello"));
+}
+
+#[test]
+fn big_d_directories_are_emptied_on_a_switch_and_small_d_ones_are_kept() {
+    let s = Socle::new();
+    let template = s.inputs().join("tmpfiles.template");
+    fs::write(
+        &template,
+        "d ${STATE_DIRECTORY}/$NAME 0755 root root -\nD ${STATE_DIRECTORY}/$NAME-cache 0755 root root -\n",
+    )
+    .unwrap();
+    let archive = s.inputs().join("cache.tar");
+    let out = std::process::Command::new(common::repo_root().join("scripts/build-image"))
+        .arg("--add-file")
+        .arg(format!(
+            "{}:/exports/tmpfiles.template",
+            path_str(&template)
+        ))
+        .arg(common::repo_root().join("images/hello"))
+        .arg(format!("oci-archive:{}:cache:1", path_str(&archive)))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.ok(&["pull", &oci_archive(&archive)]);
+    s.ok(&["install", "--name", NAME, "cache:1"]);
+    let data = s.on_host("/var/lib/web");
+    let cache = s.on_host("/var/lib/web-cache");
+    assert!(data.is_dir() && cache.is_dir());
+    fs::write(data.join("keep"), "data").unwrap();
+    fs::write(cache.join("scratch"), "cache").unwrap();
+    s.ok(&["update", NAME, "--set", &set_port(PORT2)]);
+    assert!(data.join("keep").is_file(), "d directory lost its data");
+    assert!(cache.is_dir(), "D directory is recreated");
+    assert!(
+        !cache.join("scratch").exists(),
+        "D directory was not emptied"
+    );
+    s.ok(&["uninstall", NAME]);
+    assert!(data.join("keep").is_file(), "uninstall removed the data");
+}

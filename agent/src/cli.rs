@@ -114,12 +114,21 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  socle update web --set PORT=9090          # same image, new value\n  socle update web --rebase hello:2         # another image from the store\n\nValues you set before are kept; new image defaults apply to values you never set.\nIf the service was running, it is restarted and must stay active; otherwise socle\nrolls back by itself and says why."
     )]
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["name", "all"])))]
     Update {
-        name: String,
+        /// The container to update
+        name: Option<String>,
+        /// Update every container whose image has a newer id in the store
+        #[arg(long, conflicts_with_all = ["set", "rebase"])]
+        all: bool,
+        /// Pull the image again from where it came from first
+        #[arg(long)]
+        pull: bool,
         /// Set a template variable; repeatable
         #[arg(long = "set", value_name = "VAR=VALUE")]
         set: Vec<String>,
-        /// Switch to another image of the store
+        /// Switch to another image: a stored name, or a source such as
+        /// oci-archive:FILE (pulled first)
         #[arg(long, value_name = "IMAGE")]
         rebase: Option<String>,
         /// Keep a new deployment that fails its health check
@@ -410,6 +419,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Update {
             name,
+            all,
+            pull,
             set,
             rebase,
             no_rollback,
@@ -418,6 +429,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let _lock = g.lock()?;
             let store = g.store()?;
             let host = g.host()?;
+            let timeout = std::time::Duration::from_secs(*timeout);
+            if *all {
+                return update_all(g, &host, &store, *pull, *no_rollback, timeout);
+            }
+            let name = name.as_deref().unwrap_or_default();
+            let rebase = match rebase {
+                Some(r) if ImageRef::looks_like_source(r) => Some(
+                    pull::pull(&store, &r.parse()?, None)?
+                        .image
+                        .name
+                        .to_string(),
+                ),
+                Some(r) => Some(r.clone()),
+                None => None,
+            };
+            if *pull && rebase.is_none() {
+                repull(&host, &store, name)?;
+            }
             let report = deploy::update(
                 &host,
                 &store,
@@ -426,7 +455,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     set,
                     rebase: rebase.as_deref(),
                     no_rollback: *no_rollback,
-                    timeout: std::time::Duration::from_secs(*timeout),
+                    timeout,
                 },
             )?;
             print_update(g, &report)?;
@@ -474,6 +503,99 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// Pulls a container's image again from the source it was pulled from.
+fn repull(host: &Host, store: &Store, name: &str) -> anyhow::Result<()> {
+    let slot = host
+        .current_slot(name)
+        .with_context(|| format!("no container {name:?} is installed"))?;
+    let image = store.image(&host.read_info(name, slot)?.image)?;
+    let source = image.source.as_deref().with_context(|| {
+        format!(
+            "{} records no source to pull from; use --rebase SOURCE",
+            image.name
+        )
+    })?;
+    pull::pull(store, &source.parse()?, Some(&image.name))?;
+    Ok(())
+}
+
+fn update_all(
+    g: &Global,
+    host: &Host,
+    store: &Store,
+    pull: bool,
+    no_rollback: bool,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    #[derive(serde::Serialize)]
+    struct Row {
+        name: String,
+        id_before: String,
+        id_after: String,
+        status: String,
+    }
+    let mut rows = Vec::new();
+    let mut failed = 0;
+    for name in host.installed()? {
+        let outcome = (|| {
+            if pull {
+                repull(host, store, &name)?;
+            }
+            // With no new values, update changes only what has a newer image id.
+            deploy::update(
+                host,
+                store,
+                &deploy::UpdateOptions {
+                    name: &name,
+                    set: &[],
+                    rebase: None,
+                    no_rollback,
+                    timeout,
+                },
+            )
+        })();
+        rows.push(match outcome {
+            Ok(r) => Row {
+                name,
+                id_before: r.id_before,
+                id_after: r.id_after,
+                status: r.status,
+            },
+            Err(e) => {
+                failed += 1;
+                Row {
+                    name,
+                    id_before: String::new(),
+                    id_after: String::new(),
+                    status: format!("failed: {}", one_line(&e)),
+                }
+            }
+        });
+    }
+    if g.json {
+        print_json(&rows)?;
+    } else {
+        print_table(
+            &["NAME", "ID BEFORE", "ID AFTER", "STATUS"],
+            &rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.name.clone(),
+                        short_id(&r.id_before),
+                        short_id(&r.id_after),
+                        r.status.clone(),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        );
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} containers failed to update", rows.len());
     }
     Ok(())
 }

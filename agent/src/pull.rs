@@ -72,6 +72,7 @@ pub fn pull(
         &image.manifest_bytes,
         &image.config_bytes,
         &layers,
+        &source.absolute().to_string(),
     )?;
     Ok(PullReport {
         image: stored,

@@ -50,6 +50,32 @@ impl ImageRef {
     }
 }
 
+impl ImageRef {
+    /// The same reference with an absolute path, so it can be pulled again
+    /// later from any working directory.
+    pub fn absolute(&self) -> ImageRef {
+        let abs = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        match self {
+            ImageRef::OciDir { path, reference } => ImageRef::OciDir {
+                path: abs(path),
+                reference: reference.clone(),
+            },
+            ImageRef::OciArchive { path, reference } => ImageRef::OciArchive {
+                path: abs(path),
+                reference: reference.clone(),
+            },
+            ImageRef::DockerArchive { path } => ImageRef::DockerArchive { path: abs(path) },
+        }
+    }
+
+    /// Whether `s` names a source (a transport prefix) rather than a stored image.
+    pub fn looks_like_source(s: &str) -> bool {
+        ["oci:", "oci-archive:", "docker-archive:"]
+            .iter()
+            .any(|t| s.starts_with(t))
+    }
+}
+
 impl FromStr for ImageRef {
     type Err = ReferenceError;
 

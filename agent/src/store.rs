@@ -31,6 +31,7 @@ const MD_WHITEOUTS: &str = "socle.whiteouts";
 const MD_OPAQUE: &str = "socle.opaque-dirs";
 const MD_UNPACKED: &str = "socle.unpacked-size";
 const MD_NAME: &str = "socle.name";
+const MD_SOURCE: &str = "socle.source";
 const MD_MANIFEST: &str = "socle.manifest";
 const MD_MANIFEST_DIGEST: &str = "socle.manifest-digest";
 const MD_CONFIG: &str = "socle.config";
@@ -88,6 +89,8 @@ pub struct StoredImage {
     pub commit: String,
     pub created: Option<String>,
     pub layers: Vec<String>,
+    /// Where it was pulled from, for `socle update --pull`.
+    pub source: Option<String>,
     #[serde(skip)]
     pub manifest: Vec<u8>,
     #[serde(skip)]
@@ -436,6 +439,7 @@ impl Store {
         manifest: &[u8],
         config: &[u8],
         layers: &[String],
+        source: &str,
     ) -> Result<StoredImage> {
         for l in layers {
             self.layer(l)?;
@@ -460,6 +464,7 @@ impl Store {
             let md = glib::VariantDict::new(None);
             let manifest_str = String::from_utf8_lossy(manifest).to_string();
             md.insert_value(MD_NAME, &name.to_string().to_variant());
+            md.insert_value(MD_SOURCE, &source.to_variant());
             md.insert_value(MD_MANIFEST_DIGEST, &manifest_digest.to_variant());
             md.insert_value(MD_MANIFEST, &manifest_str.to_variant());
             md.insert_value(MD_ATOMIC_MANIFEST, &manifest_str.to_variant());
@@ -520,6 +525,7 @@ impl Store {
                 .ok()
                 .flatten()
                 .unwrap_or_default(),
+            source: Some(get(MD_SOURCE)).filter(|s| !s.is_empty()),
             manifest: get(MD_MANIFEST).into_bytes(),
             config,
         })
@@ -949,7 +955,7 @@ mod tests {
         let layers = vec![digest(&l1), digest(&l2)];
         let name = ImageName::parse("t:1").unwrap();
         let img = store
-            .commit_image(&name, "sha256:00", b"{}", b"{}", &layers)
+            .commit_image(&name, "sha256:00", b"{}", b"{}", &layers, "test")
             .unwrap();
         assert_eq!(store.images().unwrap().len(), 1);
         let out = dir.path().join("co");
