@@ -7,10 +7,9 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/../lib.sh"
+source "$here/../socle.sh"
 node_cleanup_on_exit
 
-repo=$(cd "$here/../.." && pwd)
-socle_bin=${SOCLE_BIN:-$repo/target/debug/socle}
 node=install0
 port=18080
 
@@ -33,13 +32,8 @@ only_data_left() {
         present /var/lib/hello/starts
 }
 
-check "socle binary was built ($socle_bin)" test -x "$socle_bin"
-check "the greeter image builds" "$repo/scripts/build-image" "$repo/images/hello" "oci-archive:$work/hello.tar"
-check "node root is ready" node_root_cached
-check "fresh node" node_new "$node"
-check "socle goes in" node_copy_in "$node" "$socle_bin" /usr/local/bin/socle
-check "the image goes in" node_copy_in "$node" "$work/hello.tar" /var/tmp/hello.tar
-check "node boots (own network)" node_boot "$node" --private-network
+check "the greeter image builds" build_hello "$work/hello.tar"
+node_with_socle "$node" "$work/hello.tar"
 
 check "pull" socle pull oci-archive:/var/tmp/hello.tar
 check "images list shows hello:1" in_node sh -c 'socle images list --json | grep -q "\"name\": \"hello:1\""'
