@@ -94,6 +94,9 @@ pub enum Command {
     /// Manage the images in the store
     #[command(subcommand)]
     Images(ImagesCommand),
+    /// Work on image definitions (a directory holding exports/)
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Install an image as a system container (an enabled systemd unit)
     #[command(
         after_help = "Example:\n  socle install --name web --set PORT=8080 --set RECEIVER=ops hello:1\n\nValues given with --set override the image's defaults (see `socle images info IMAGE`)."
@@ -160,6 +163,18 @@ pub enum ImagesCommand {
     },
     /// Show an image's labels and variables
     Info { image: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Check an image definition's exports/ as an install would render it
+    #[command(
+        after_help = "Checks: read-only rootfs, terminal, mount option typos, $EXEC_START and \
+WorkingDirectory=$DESTDIR in the unit, variables without defaults, hard-coded /var/lib and /run \
+bind sources, templates that render to invalid JSON, units systemd-analyze rejects.\n\
+Exits 1 when there is an error; warnings alone exit 0."
+    )]
+    Lint { dir: PathBuf },
 }
 
 impl Global {
@@ -365,6 +380,32 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                         println!("  {v}");
                     }
                 }
+            }
+        }
+        Command::Image(ImageCommand::Lint { dir }) => {
+            let findings = crate::lint::lint(dir)?;
+            let errors = findings
+                .iter()
+                .filter(|f| f.severity == crate::lint::Severity::Error)
+                .count();
+            if g.json {
+                print_json(&findings)?;
+            } else {
+                for f in &findings {
+                    let level = match f.severity {
+                        crate::lint::Severity::Error => "error",
+                        crate::lint::Severity::Warning => "warning",
+                    };
+                    println!("{level}: {}: {}", f.file, f.message);
+                }
+                println!(
+                    "{}: {errors} errors, {} warnings",
+                    dir.display(),
+                    findings.len() - errors
+                );
+            }
+            if errors > 0 {
+                anyhow::bail!("{}: {errors} lint errors", dir.display());
             }
         }
         Command::Install {

@@ -8,6 +8,7 @@ pub mod archive;
 pub mod cli;
 pub mod deploy;
 pub mod exports;
+pub mod lint;
 pub mod pull;
 pub mod reference;
 pub mod runtime;

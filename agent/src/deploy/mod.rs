@@ -698,7 +698,7 @@ pub fn list(host: &Host) -> anyhow::Result<Vec<ContainerStatus>> {
 }
 
 /// Variables the host provides (overridable), see DESIGN.md.
-const OS_PROVIDED: &[&str] = &[
+pub(crate) const OS_PROVIDED: &[&str] = &[
     "RUN_DIRECTORY",
     "STATE_DIRECTORY",
     "CONF_DIRECTORY",
