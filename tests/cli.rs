@@ -541,6 +541,17 @@ fn pull_garbage_archive_fails() {
     }
 }
 
+/// Pulls the damaged layout `dir` and checks the one-line error names it and
+/// `what`, and that the store is as it was.
+fn pull_layout_fails_naming(s: &Socle, dir: &Path, what: &str) {
+    let before = s.snapshot();
+    let err = s.fails(&["pull", &format!("oci:{}:1", dir.display())]);
+    assert!(err.contains(&path_str(dir)), "{err}");
+    assert!(err.contains(what), "the error should name {what}: {err}");
+    s.assert_unchanged(&before);
+    assert!(image_names(s).is_empty());
+}
+
 #[test]
 fn pull_blob_digest_mismatch_commits_nothing() {
     let s = empty_store();
@@ -556,15 +567,7 @@ fn pull_blob_digest_mismatch_commits_nothing() {
     bytes[4] ^= 0xff;
     fs::write(&blob, bytes).unwrap();
 
-    let before = s.snapshot();
-    let err = s.fails(&["pull", &format!("oci:{}:1", dir.display())]);
-    assert!(err.contains(&path_str(&dir)), "{err}");
-    assert!(
-        err.contains(&layer),
-        "the error should name the blob: {err}"
-    );
-    s.assert_unchanged(&before);
-    assert!(image_names(&s).is_empty());
+    pull_layout_fails_naming(&s, &dir, &layer);
 }
 
 #[test]
@@ -577,15 +580,7 @@ fn pull_manifest_naming_a_missing_blob_fails() {
         .to_string();
     fs::remove_file(blob_path(&dir, &layer)).unwrap();
 
-    let before = s.snapshot();
-    let err = s.fails(&["pull", &format!("oci:{}:1", dir.display())]);
-    assert!(err.contains(&path_str(&dir)), "{err}");
-    assert!(
-        err.contains(&layer),
-        "the error should name the blob: {err}"
-    );
-    s.assert_unchanged(&before);
-    assert!(image_names(&s).is_empty());
+    pull_layout_fails_naming(&s, &dir, &layer);
 }
 
 #[test]
@@ -757,13 +752,15 @@ fn uninstall_unknown_name_fails() {
 #[test]
 fn a_second_run_waits_for_the_lock() {
     let s = Socle::new();
+    // Build the fixtures first: the lock is held for a few seconds only.
+    let source = oci_archive(&fixtures().oci_archive);
     let state = s.root().join("state");
     fs::create_dir_all(&state).unwrap();
     let ready = s.root().join("holder-ready");
     // Another "socle" holds the state lock for a moment.
     let mut holder = Command::new("flock")
         .arg(state.join("lock"))
-        .args(["-c", &format!("touch {}; sleep 2", path_str(&ready))])
+        .args(["-c", &format!("touch {}; sleep 3", path_str(&ready))])
         .spawn()
         .expect("flock(1) runs");
     for _ in 0..100 {
@@ -773,7 +770,7 @@ fn a_second_run_waits_for_the_lock() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert!(ready.exists(), "the lock holder did not start");
-    let (_, stderr) = s.ok_with_stderr(&["pull", &oci_archive(&fixtures().oci_archive)]);
+    let (_, stderr) = s.ok_with_stderr(&["pull", &source]);
     assert!(
         stderr.contains("Waiting for another socle run"),
         "expected a waiting message:\n{stderr}"
