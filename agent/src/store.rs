@@ -967,6 +967,30 @@ mod tests {
     }
 
     #[test]
+    fn gzip_and_zstd_layers_import_with_both_digests_checked() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("repo")).unwrap();
+        let tar = tar_with(&[("etc/z", b"zz")], None);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::encode_all(&tar[..], 3).unwrap();
+        for (blob, compression) in [(&gz, Compression::Gzip), (&zst, Compression::Zstd)] {
+            let layer = store
+                .import_layer(&digest(blob), &digest(&tar), compression, &blob[..])
+                .unwrap();
+            assert_eq!(layer.unpacked_size, tar.len() as u64);
+            // The same blob claiming another diff_id is refused.
+            let other = format!("sha256:{}", "1".repeat(64));
+            let e = store
+                .import_layer(&digest(blob), &other, compression, &blob[..])
+                .unwrap_err();
+            assert!(e.to_string().contains("diff_id"), "{e}");
+        }
+    }
+
+    #[test]
     fn digest_mismatch_commits_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("repo")).unwrap();
