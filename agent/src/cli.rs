@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::deploy::{self, Host, InstallOptions};
 use crate::pull;
 use crate::reference::{ImageName, ImageRef};
-use crate::store::Store;
+use crate::store::{short_id, Store};
 use crate::systemd::{self, SystemdMode};
 
 #[derive(Parser, Debug)]
@@ -223,12 +223,8 @@ impl Global {
 
     fn host(&self) -> anyhow::Result<Host> {
         Ok(Host {
-            state_dir: self.state_dir.clone(),
-            unit_dir: self.unit_dir.clone(),
-            tmpfiles_dir: self.tmpfiles_dir.clone(),
-            host_root: self.host_root.clone(),
-            runtime: self.runtime_path(),
             systemd: systemd::connect(self.systemd)?,
+            ..self.host_without_systemd()
         })
     }
 }
@@ -263,11 +259,6 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
     for r in rows {
         line(r.iter().map(String::as_str).collect());
     }
-}
-
-fn short_id(id: &str) -> String {
-    let hex = id.strip_prefix("sha256:").unwrap_or(id);
-    hex[..hex.len().min(12)].to_string()
 }
 
 fn human_size(bytes: u64) -> String {
@@ -343,7 +334,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                             vec![
                                 r.repository.clone(),
                                 r.tag.clone(),
-                                short_id(&r.id),
+                                short_id(&r.id).to_string(),
                                 r.created.clone().unwrap_or_default(),
                                 human_size(r.size),
                             ]
@@ -453,7 +444,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     println!(
                         "Unit {} is enabled; start it with: systemctl start {}",
                         u.display(),
-                        deploy::unit_file_name(&name)
+                        deploy::unit_name(&name)
                     );
                 }
             }
@@ -534,7 +525,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                             vec![
                                 r.name.clone(),
                                 r.image.clone(),
-                                short_id(&r.image_id),
+                                short_id(&r.image_id).to_string(),
                                 r.state.clone(),
                                 r.runtime.clone(),
                                 r.slot.to_string(),
@@ -627,8 +618,8 @@ fn update_all(
                 .map(|r| {
                     vec![
                         r.name.clone(),
-                        short_id(&r.id_before),
-                        short_id(&r.id_after),
+                        short_id(&r.id_before).to_string(),
+                        short_id(&r.id_after).to_string(),
                         r.status.clone(),
                     ]
                 })

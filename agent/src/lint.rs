@@ -102,7 +102,7 @@ pub fn lint(dir: &Path) -> anyhow::Result<Vec<Finding>> {
         ));
     }
     check_service_template(&exports, &mut out);
-    let required = required_variables(&exports);
+    let required = render::required_variables(&exports);
     for v in &required {
         out.push(finding(
             Severity::Warning,
@@ -144,29 +144,6 @@ fn check_service_template(exports: &Exports, out: &mut Vec<Finding>) {
             "no ExecStop=$EXEC_STOP: systemd stops the container by signalling runc only",
         ));
     }
-}
-
-/// Variables the templates use that no default, host value or forced
-/// value provides.
-fn required_variables(exports: &Exports) -> BTreeSet<String> {
-    let mut used = BTreeSet::new();
-    for t in [
-        &exports.config_template,
-        &exports.service_template,
-        &exports.tmpfiles_template,
-    ]
-    .into_iter()
-    .flatten()
-    {
-        used.extend(template::variables_in(t));
-    }
-    used.into_iter()
-        .filter(|v| {
-            !exports.manifest.default_values.contains_key(v)
-                && !template::FORCED.contains(&v.as_str())
-                && !crate::deploy::OS_PROVIDED.contains(&v.as_str())
-        })
-        .collect()
 }
 
 fn render_and_check(

@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use crate::archive;
 use crate::reference::{ImageName, ImageRef};
-use crate::store::{Store, StoredImage};
+use crate::store::{short_id, Store, StoredImage};
 
 #[derive(Debug, serde::Serialize)]
 pub struct PullReport {
@@ -53,7 +53,7 @@ pub fn pull(
                 "Importing layer {}/{} {} ({:.1} MB)",
                 i + 1,
                 image.layers.len(),
-                short(&layer.digest),
+                short_id(&layer.digest),
                 layer.size as f64 / 1e6
             );
         }
@@ -81,9 +81,4 @@ pub fn pull(
         bytes_imported: bytes,
         seconds: start.elapsed().as_secs_f64(),
     })
-}
-
-fn short(digest: &str) -> &str {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    &hex[..hex.len().min(12)]
 }

@@ -98,11 +98,6 @@ pub struct StoredImage {
 }
 
 impl StoredImage {
-    pub fn short_id(&self) -> &str {
-        let hex = self.id.strip_prefix("sha256:").unwrap_or(&self.id);
-        &hex[..hex.len().min(12)]
-    }
-
     pub fn config(&self) -> Result<oci_spec::image::ImageConfiguration> {
         serde_json::from_slice(&self.config).map_err(|e| StoreError::Repo {
             path: PathBuf::new(),
@@ -118,6 +113,12 @@ pub struct Store {
 
 fn cancel() -> Option<&'static gio::Cancellable> {
     None
+}
+
+/// The first 12 hex digits of a digest, as image ids are shown.
+pub fn short_id(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    &hex[..hex.len().min(12)]
 }
 
 /// atomic's ref encoding: `[A-Za-z0-9.-]` kept, every other byte as `_XX`.
@@ -234,10 +235,6 @@ impl Store {
             repo,
             path: path.to_path_buf(),
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn repo_err(&self, what: &str) -> impl FnOnce(glib::Error) -> StoreError + '_ {

@@ -20,6 +20,8 @@ pub mod health;
 pub mod render;
 mod update;
 
+pub use render::unit_name;
+
 pub use update::{rollback, update, UpdateOptions, UpdateReport};
 
 pub(crate) use update::staging_dir;
@@ -32,7 +34,6 @@ use std::process::Command;
 use anyhow::{bail, Context};
 
 use crate::exports;
-use crate::reference::ImageName;
 use crate::store::{Store, StoredImage};
 use crate::systemd::Systemd;
 use crate::template::{self, Values};
@@ -113,10 +114,6 @@ pub struct ContainerStatus {
     pub deployment: PathBuf,
 }
 
-pub fn unit_file_name(name: &str) -> String {
-    format!("{name}.service")
-}
-
 /// Checks a container name: it becomes a directory, a unit and a runc id.
 pub fn validate_name(name: &str) -> anyhow::Result<()> {
     let problem = if name.is_empty() {
@@ -159,7 +156,7 @@ impl Host {
     }
 
     fn unit_path(&self, name: &str) -> PathBuf {
-        self.unit_dir.join(unit_file_name(name))
+        self.unit_dir.join(unit_name(name))
     }
 
     fn tmpfiles_path(&self, name: &str) -> PathBuf {
@@ -210,7 +207,7 @@ impl Host {
     /// process that ignores SIGTERM would outlive the unit and keep its
     /// ports (a later start of the same name would then fail).
     pub fn stop_container(&self, name: &str) -> anyhow::Result<()> {
-        let unit = unit_file_name(name);
+        let unit = unit_name(name);
         self.systemd.stop(&unit)?;
         if self.systemd.active_state(&unit)?.is_none() {
             return Ok(()); // --systemd none: nothing was started by us
@@ -346,7 +343,7 @@ pub fn install(host: &Host, store: &Store, opts: &InstallOptions) -> anyhow::Res
         fsops::swap_symlink(Path::new(&format!("{name}.{slot}")), &host.pointer(name))?;
         host.systemd.reload()?;
         if info.has_container_service {
-            host.systemd.enable(&unit_file_name(name))?;
+            host.systemd.enable(&unit_name(name))?;
         }
         host.run_tmpfiles("--create", &host.tmpfiles_path(name))?;
         Ok(())
@@ -437,7 +434,7 @@ fn write_deployment(
         0o644,
     )?;
     if let Some(unit) = &rendered.unit {
-        fsops::write_atomic(&dir.join(unit_file_name(name)), unit.as_bytes(), 0o644)?;
+        fsops::write_atomic(&dir.join(unit_name(name)), unit.as_bytes(), 0o644)?;
     }
     fsops::write_atomic(
         &dir.join("tmpfiles.conf"),
@@ -510,7 +507,7 @@ fn publish(
 ) -> anyhow::Result<Vec<String>> {
     let mut messages = Vec::new();
     if info.has_container_service {
-        let unit = fs::read(slot_dir.join(unit_file_name(name)))?;
+        let unit = fs::read(slot_dir.join(unit_name(name)))?;
         fsops::write_atomic(&host.unit_path(name), &unit, 0o644)?;
     } else {
         fsops::remove_any(&host.unit_path(name))?;
@@ -616,7 +613,7 @@ pub fn uninstall(host: &Host, name: &str) -> anyhow::Result<UninstallReport> {
         bail!("no container {name:?} is installed (see `socle list --all`)");
     };
     let info = host.read_info(name, slot)?;
-    let unit = unit_file_name(name);
+    let unit = unit_name(name);
     let mut report = UninstallReport {
         name: name.into(),
         ..Default::default()
@@ -678,7 +675,7 @@ pub fn list(host: &Host) -> anyhow::Result<Vec<ContainerStatus>> {
         let state = if !info.has_container_service {
             "no service".to_string()
         } else {
-            match host.systemd.active_state(&unit_file_name(&name))? {
+            match host.systemd.active_state(&unit_name(&name))? {
                 Some(s) if s == "active" => "running".into(),
                 Some(s) => s,
                 None => "unknown".into(),
@@ -697,18 +694,6 @@ pub fn list(host: &Host) -> anyhow::Result<Vec<ContainerStatus>> {
     Ok(rows)
 }
 
-/// Variables the host provides (overridable), see DESIGN.md.
-pub(crate) const OS_PROVIDED: &[&str] = &[
-    "RUN_DIRECTORY",
-    "STATE_DIRECTORY",
-    "CONF_DIRECTORY",
-    "PIDFILE",
-    "UUID",
-    "ALL_PROCESS_CAPABILITIES",
-    "RUNTIME",
-    "ATOMIC",
-];
-
 /// What `socle images info` shows about an image's /exports.
 #[derive(Debug, serde::Serialize)]
 pub struct ImageDetails {
@@ -724,15 +709,6 @@ pub struct ImageDetails {
 }
 
 /// Reads an image's labels and variables (from a throwaway checkout).
-pub fn image_details(
-    host: &Host,
-    store: &Store,
-    image: &ImageName,
-) -> anyhow::Result<ImageDetails> {
-    let image = store.image(&image.to_string())?;
-    details_of(host, store, &image)
-}
-
 pub fn details_of(host: &Host, store: &Store, image: &StoredImage) -> anyhow::Result<ImageDetails> {
     let tmp = tempfile::Builder::new()
         .prefix(".inspect-")
@@ -751,25 +727,7 @@ pub fn details_of(host: &Host, store: &Store, image: &StoredImage) -> anyhow::Re
     let (defaults, required) = match &exports {
         None => (Values::new(), Vec::new()),
         Some(e) => {
-            let mut used = std::collections::BTreeSet::new();
-            for t in [
-                &e.config_template,
-                &e.service_template,
-                &e.tmpfiles_template,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                used.extend(template::variables_in(t));
-            }
-            let required = used
-                .into_iter()
-                .filter(|v| {
-                    !e.manifest.default_values.contains_key(v)
-                        && !template::FORCED.contains(&v.as_str())
-                        && !OS_PROVIDED.contains(&v.as_str())
-                })
-                .collect();
+            let required = render::required_variables(e).into_iter().collect();
             (e.manifest.default_values.clone(), required)
         }
     };

@@ -129,6 +129,38 @@ pub struct Rendered {
     pub host_files: Vec<HostFile>,
 }
 
+/// Variables the host provides (overridable), see DESIGN.md; kept next to
+/// `compute_values_on`, which gives them their values.
+const OS_PROVIDED: &[&str] = &[
+    "RUN_DIRECTORY",
+    "STATE_DIRECTORY",
+    "CONF_DIRECTORY",
+    "PIDFILE",
+    "UUID",
+    "ALL_PROCESS_CAPABILITIES",
+    "RUNTIME",
+    "ATOMIC",
+];
+
+/// Variables the templates use that no image default, host value or forced
+/// value provides: an install must `--set` them.
+pub fn required_variables(exports: &Exports) -> BTreeSet<String> {
+    [
+        &exports.config_template,
+        &exports.service_template,
+        &exports.tmpfiles_template,
+    ]
+    .into_iter()
+    .flatten()
+    .flat_map(|t| template::variables_in(t))
+    .filter(|v| {
+        !exports.manifest.default_values.contains_key(v)
+            && !template::FORCED.contains(&v.as_str())
+            && !OS_PROVIDED.contains(&v.as_str())
+    })
+    .collect()
+}
+
 /// The unit file name of deployment `name`.
 pub fn unit_name(name: &str) -> String {
     format!("{name}.service")

@@ -15,7 +15,7 @@ use anyhow::{bail, Context};
 
 use super::health::{self, UnitState};
 use super::{
-    fsops, new_deployment_id, parse_sets, publish, unit_file_name, validate_name, write_deployment,
+    fsops, new_deployment_id, parse_sets, publish, unit_name, validate_name, write_deployment,
     Host, Info,
 };
 use crate::store::Store;
@@ -71,21 +71,21 @@ fn switch_to(
     failpoint("switch:after-swap");
     host.systemd.reload()?;
     if info.has_container_service {
-        host.systemd.enable(&unit_file_name(name))?;
+        host.systemd.enable(&unit_name(name))?;
     }
     host.run_tmpfiles("--create", &host.tmpfiles_path(name))?;
     Ok(messages)
 }
 
 fn is_running(host: &Host, name: &str) -> anyhow::Result<bool> {
-    Ok(host.systemd.active_state(&unit_file_name(name))?.as_deref() == Some("active"))
+    Ok(host.systemd.active_state(&unit_name(name))?.as_deref() == Some("active"))
 }
 
 /// Whether a rollback should leave the service running: it is, or it is
 /// failing (crashed or in its restart loop), which is what a rollback repairs.
 /// Only a service the user stopped stays stopped.
 fn should_run_after_rollback(host: &Host, name: &str) -> anyhow::Result<bool> {
-    let state = host.systemd.active_state(&unit_file_name(name))?;
+    let state = host.systemd.active_state(&unit_name(name))?;
     Ok(matches!(
         state.as_deref(),
         Some("active" | "activating" | "reloading" | "failed")
@@ -96,7 +96,7 @@ fn should_run_after_rollback(host: &Host, name: &str) -> anyhow::Result<bool> {
 fn last_log_lines(name: &str) -> String {
     Command::new("journalctl")
         .args(["--no-pager", "-o", "cat", "-n", "8", "-u"])
-        .arg(unit_file_name(name))
+        .arg(unit_name(name))
         .output()
         .map(|o| {
             String::from_utf8_lossy(&o.stdout)
@@ -123,7 +123,7 @@ impl UnitState for SystemdUnit<'_> {
 
 /// Starts the unit and runs the health gate on it.
 fn start_healthy(host: &Host, name: &str, info: &Info, timeout: Duration) -> Result<(), String> {
-    let unit = unit_file_name(name);
+    let unit = unit_name(name);
     host.systemd
         .reset_failed(&unit)
         .map_err(|e| e.to_string())?;
@@ -236,12 +236,12 @@ fn recover(host: &Host, name: &str) -> anyhow::Result<Option<(Transition, String
     )?;
     host.systemd.reload()?;
     if info.has_container_service {
-        host.systemd.enable(&unit_file_name(name))?;
+        host.systemd.enable(&unit_name(name))?;
     }
     host.run_tmpfiles("--create", &host.tmpfiles_path(name))?;
     if t.was_running && info.has_container_service {
-        host.systemd.reset_failed(&unit_file_name(name))?;
-        host.systemd.start(&unit_file_name(name))?;
+        host.systemd.reset_failed(&unit_name(name))?;
+        host.systemd.start(&unit_name(name))?;
     }
     // Only now: publishing needed its record of the host files it wrote.
     if discard_new {
@@ -351,8 +351,8 @@ pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Resul
         }
         let _ = host.stop_container(name);
         switch_to(host, name, slot, &info, &new_info)?;
-        host.systemd.reset_failed(&unit_file_name(name))?;
-        host.systemd.start(&unit_file_name(name))?;
+        host.systemd.reset_failed(&unit_name(name))?;
+        host.systemd.start(&unit_name(name))?;
         fsops::remove_any(&transition_path(host, name))?;
         bail!(
             "{name}: the new deployment ({}) is not healthy: {why}; rolled back to {} (slot {slot}). Last log lines: {log}",
@@ -418,8 +418,8 @@ pub fn rollback(host: &Host, name: &str) -> anyhow::Result<UpdateReport> {
     let mut messages: Vec<String> = recovered.into_iter().map(|(_, m)| m).collect();
     messages.extend(switch_to(host, name, target, &target_info, &info)?);
     if was_running && target_info.has_container_service {
-        host.systemd.reset_failed(&unit_file_name(name))?;
-        host.systemd.start(&unit_file_name(name))?;
+        host.systemd.reset_failed(&unit_name(name))?;
+        host.systemd.start(&unit_name(name))?;
     }
     fsops::remove_any(&transition_path(host, name))?;
     Ok(UpdateReport {
