@@ -24,6 +24,8 @@ use sha2::{Digest, Sha256};
 use crate::archive::Compression;
 use crate::reference::ImageName;
 
+mod lifecycle;
+
 const REF_PREFIX: &str = "ociimage/";
 const MD_DIGEST: &str = "socle.digest";
 const MD_DIFF_ID: &str = "socle.diff-id";

@@ -393,13 +393,29 @@ impl Socle {
         self.ok_with_stderr(args).0
     }
 
-    /// Runs socle with `--json`, asserts success, parses stdout.
+    /// Runs socle with `--json`, asserts success, parses stdout. Commands
+    /// that stream (pull) print one JSON object per line; their result is
+    /// the last line.
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let lines = self.json_lines(args);
+        if lines.len() == 1 {
+            return lines.into_iter().next().expect("one value");
+        }
+        lines.into_iter().last().expect("at least one value")
+    }
+
+    /// Runs socle with `--json`, asserts success, parses stdout as a
+    /// sequence of JSON values (one per line, or one pretty document).
+    pub fn json_lines(&self, args: &[&str]) -> Vec<serde_json::Value> {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
         let out = self.ok(&all);
-        serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("socle {}: stdout is not JSON ({e}):\n{out}", all.join(" ")))
+        let values: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&out)
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("socle {}: stdout is not JSON ({e}):\n{out}", all.join(" ")));
+        assert!(!values.is_empty(), "socle {}: no JSON on stdout", all.join(" "));
+        values
     }
 
     /// Runs socle, asserts exit code 1 and a one-line `error: ...` on

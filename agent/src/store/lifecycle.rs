@@ -1,0 +1,1 @@
+//! The store's life cycle: tag, delete, prune, verify and disk accounting.

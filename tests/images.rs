@@ -1,0 +1,3 @@
+//! Tier 2: the store life cycle (images tag/delete/prune/verify/update).
+
+mod common;
