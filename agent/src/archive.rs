@@ -53,7 +53,7 @@ pub enum Compression {
 }
 
 impl Compression {
-    fn from_media_type(mt: &MediaType) -> Option<Compression> {
+    pub(crate) fn from_media_type(mt: &MediaType) -> Option<Compression> {
         match mt.to_string().as_str() {
             "application/vnd.oci.image.layer.v1.tar"
             | "application/vnd.docker.image.rootfs.diff.tar" => Some(Compression::None),
@@ -236,7 +236,12 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 /// Opens the image a local reference points at.
 pub fn open(image: &ImageRef) -> Result<LocalImage> {
     let source_ref = image.to_string();
-    let path = image.path();
+    let Some(path) = image.path() else {
+        return Err(ArchiveError::Invalid {
+            source_ref,
+            message: "not a local source".into(),
+        });
+    };
     if !path.exists() {
         return Err(ArchiveError::Io {
             path: path.to_path_buf(),
@@ -266,6 +271,7 @@ pub fn open(image: &ImageRef) -> Result<LocalImage> {
             open_oci(&source_ref, blobs, reference.as_deref(), path)
         }
         ImageRef::DockerArchive { path } => open_docker(&source_ref, Blobs::index_tar(path)?),
+        ImageRef::Docker(_) => unreachable!("registry references have no path"),
     }
 }
 
@@ -321,7 +327,7 @@ fn read_verified(
     Ok(bytes)
 }
 
-fn host_platform() -> (&'static str, &'static str) {
+pub(crate) fn host_platform() -> (&'static str, &'static str) {
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",

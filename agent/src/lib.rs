@@ -1,7 +1,8 @@
 //! socle: OCI images → OSTree store → read-only deployments → systemd units running runc.
 //!
 //! Data flows forward along the path of one component:
-//! `reference` → `archive` (local sources) → `store` → `deploy` (with `exports`,
+//! `reference` → `archive` (local sources) or `registry` → `pull` (with
+//! `progress`) → `store` → `deploy` (with `exports`,
 //! `template`, `runtime`) → `systemd`. `cli` only parses arguments and prints.
 
 pub mod archive;
@@ -9,8 +10,10 @@ pub mod cli;
 pub mod deploy;
 pub mod exports;
 pub mod lint;
+pub mod progress;
 pub mod pull;
 pub mod reference;
+pub mod registry;
 pub mod runtime;
 pub mod store;
 pub mod systemd;

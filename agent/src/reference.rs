@@ -1,7 +1,8 @@
 //! Image references as users type them: a transport and what it points at.
 //!
-//! Local transports (`oci:`, `oci-archive:`, `docker-archive:`) follow the
-//! containers/image syntax that skopeo and atomic users already know.
+//! The syntax is containers/image's, which skopeo, podman and atomic users
+//! already know: `docker://` (the default: a bare `registry/repo:tag` means
+//! the same), `oci:`, `oci-archive:` and `docker-archive:`.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -12,13 +13,11 @@ pub enum ReferenceError {
     #[error("image reference {0:?}: empty path after the transport")]
     EmptyPath(String),
     #[error(
-        "image reference {0:?}: unknown transport {1:?} (use oci:DIR[:REF], oci-archive:FILE[:REF] or docker-archive:FILE)"
+        "image reference {0:?}: unknown transport {1:?} (use [docker://]REGISTRY/REPO[:TAG], oci:DIR[:REF], oci-archive:FILE[:REF] or docker-archive:FILE)"
     )]
     UnknownTransport(String, String),
-    #[error(
-        "image reference {0:?}: pulling from registries is not supported yet; use oci:, oci-archive: or docker-archive:"
-    )]
-    RegistryUnsupported(String),
+    #[error("image reference {0:?}: {1}")]
+    BadRegistryRef(String, String),
     #[error("image name {0:?}: {1}")]
     BadName(String, &'static str),
 }
@@ -38,14 +37,173 @@ pub enum ImageRef {
     },
     /// A `docker save` tarball.
     DockerArchive { path: PathBuf },
+    /// An image in a registry, pulled with the OCI distribution API.
+    Docker(DockerRef),
 }
 
 impl ImageRef {
-    pub fn path(&self) -> &std::path::Path {
+    /// The file or directory of a local source; `None` for a registry.
+    pub fn path(&self) -> Option<&std::path::Path> {
         match self {
             ImageRef::OciDir { path, .. }
             | ImageRef::OciArchive { path, .. }
-            | ImageRef::DockerArchive { path } => path,
+            | ImageRef::DockerArchive { path } => Some(path),
+            ImageRef::Docker(_) => None,
+        }
+    }
+}
+
+/// `[REGISTRY/]REPOSITORY[:TAG][@DIGEST]` as docker parses it: the first
+/// path component is a registry when it has a `.` or a `:` or is
+/// `localhost`; otherwise the name is unqualified and the configured
+/// search registries decide (see `registry::config`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerRef {
+    /// `host[:port]`; `None` for an unqualified name.
+    pub registry: Option<String>,
+    pub repository: String,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+}
+
+impl DockerRef {
+    pub fn parse(s: &str) -> Result<DockerRef, String> {
+        if s.is_empty() {
+            return Err("empty image name".into());
+        }
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("contains whitespace".into());
+        }
+        let (rest, digest) = match s.split_once('@') {
+            Some((r, d)) => {
+                let hex = d
+                    .strip_prefix("sha256:")
+                    .ok_or_else(|| format!("digest {d:?} is not sha256:HEX"))?;
+                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(format!("digest {d:?} is not sha256: and 64 hex digits"));
+                }
+                (r, Some(d.to_ascii_lowercase()))
+            }
+            None => (s, None),
+        };
+        let last_slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
+        let (name, tag) = match rest[last_slash..].rfind(':') {
+            Some(i) => (
+                &rest[..last_slash + i],
+                Some(rest[last_slash + i + 1..].to_string()),
+            ),
+            None => (rest, None),
+        };
+        if let Some(t) = &tag {
+            let ok = !t.is_empty()
+                && t.len() <= 128
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                && !t.starts_with(['.', '-']);
+            if !ok {
+                return Err(format!(
+                    "tag {t:?} is not valid (letters, digits, '.', '_' and '-', at most 128)"
+                ));
+            }
+        }
+        let (registry, repository) = match name.split_once('/') {
+            Some((first, path))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
+                (Some(first.to_ascii_lowercase()), path)
+            }
+            _ => (None, name),
+        };
+        if repository.is_empty() {
+            return Err("no repository after the registry".into());
+        }
+        if repository.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(format!(
+                "repository {repository:?} must be lowercase ({:?})",
+                repository.to_ascii_lowercase()
+            ));
+        }
+        let component_ok = |c: &str| {
+            !c.is_empty()
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                && c.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+        };
+        if !repository.split('/').all(component_ok) {
+            return Err(format!(
+                "repository {repository:?} is not valid (path components of a-z, 0-9, '.', '_', '-')"
+            ));
+        }
+        let mut r = DockerRef {
+            registry,
+            repository: repository.to_string(),
+            tag,
+            digest,
+        };
+        r.normalize_docker_hub();
+        Ok(r)
+    }
+
+    /// Docker Hub spells its single-component names `library/NAME`.
+    pub fn normalize_docker_hub(&mut self) {
+        if matches!(self.registry.as_deref(), Some("index.docker.io")) {
+            self.registry = Some("docker.io".into());
+        }
+        if self.registry.as_deref() == Some("docker.io") && !self.repository.contains('/') {
+            self.repository = format!("library/{}", self.repository);
+        }
+    }
+
+    /// The same reference in another registry (an unqualified name resolved
+    /// through the search list).
+    pub fn in_registry(&self, registry: &str) -> DockerRef {
+        let mut r = DockerRef {
+            registry: Some(registry.to_string()),
+            ..self.clone()
+        };
+        r.normalize_docker_hub();
+        r
+    }
+
+    /// The tag or digest the manifest is fetched by (a digest wins: it pins).
+    pub fn manifest_reference(&self) -> String {
+        self.digest
+            .clone()
+            .or_else(|| self.tag.clone())
+            .unwrap_or_else(|| "latest".into())
+    }
+
+    /// `REGISTRY/REPOSITORY` (or just the repository when unqualified).
+    pub fn full_repository(&self) -> String {
+        match &self.registry {
+            Some(r) => format!("{r}/{}", self.repository),
+            None => self.repository.clone(),
+        }
+    }
+
+    /// The name the image is stored under: `REGISTRY/REPO:TAG`; an image
+    /// pulled by digest alone gets the tag `sha256-<12 hex>`.
+    pub fn image_name(&self) -> ImageName {
+        let tag = match (&self.tag, &self.digest) {
+            (Some(t), _) => t.clone(),
+            (None, Some(d)) => format!("sha256-{}", &d["sha256:".len()..][..12]),
+            (None, None) => "latest".into(),
+        };
+        ImageName {
+            repository: self.full_repository(),
+            tag,
+        }
+    }
+}
+
+impl fmt::Display for DockerRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.full_repository())?;
+        match (&self.tag, &self.digest) {
+            (Some(t), Some(d)) => write!(f, ":{t}@{d}"),
+            (Some(t), None) => write!(f, ":{t}"),
+            (None, Some(d)) => write!(f, "@{d}"),
+            (None, None) => write!(f, ":latest"),
         }
     }
 }
@@ -65,12 +223,15 @@ impl ImageRef {
                 reference: reference.clone(),
             },
             ImageRef::DockerArchive { path } => ImageRef::DockerArchive { path: abs(path) },
+            ImageRef::Docker(r) => ImageRef::Docker(r.clone()),
         }
     }
 
-    /// Whether `s` names a source (a transport prefix) rather than a stored image.
+    /// Whether `s` names a source (a transport prefix) rather than a stored
+    /// image. Where a stored name is expected, a registry image needs its
+    /// `docker://` prefix to be pulled.
     pub fn looks_like_source(s: &str) -> bool {
-        ["oci:", "oci-archive:", "docker-archive:"]
+        ["oci:", "oci-archive:", "docker-archive:", "docker://"]
             .iter()
             .any(|t| s.starts_with(t))
     }
@@ -80,8 +241,16 @@ impl FromStr for ImageRef {
     type Err = ReferenceError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let registry_ref = |r: &str| {
+            DockerRef::parse(r)
+                .map(ImageRef::Docker)
+                .map_err(|e| ReferenceError::BadRegistryRef(s.to_string(), e))
+        };
+        if let Some(rest) = s.strip_prefix("docker://") {
+            return registry_ref(rest);
+        }
         let Some((transport, rest)) = s.split_once(':') else {
-            return Err(ReferenceError::RegistryUnsupported(s.to_string()));
+            return registry_ref(s);
         };
         // A path followed by an optional ":REF". Paths containing ':' are
         // ambiguous in this syntax (skopeo has the same rule).
@@ -115,14 +284,28 @@ impl FromStr for ImageRef {
                     path: PathBuf::from(path),
                 })
             }
-            "docker" => Err(ReferenceError::RegistryUnsupported(s.to_string())),
-            other if other.contains('/') || other.contains('.') => {
-                Err(ReferenceError::RegistryUnsupported(s.to_string()))
+            // `transport:/path` or a transport containers/image knows but
+            // socle does not pull from.
+            other
+                if rest.starts_with('/')
+                    || [
+                        "dir",
+                        "docker-daemon",
+                        "containers-storage",
+                        "ostree",
+                        "tarball",
+                        "sif",
+                        "atomic",
+                    ]
+                    .contains(&other) =>
+            {
+                Err(ReferenceError::UnknownTransport(
+                    s.to_string(),
+                    other.to_string(),
+                ))
             }
-            other => Err(ReferenceError::UnknownTransport(
-                s.to_string(),
-                other.to_string(),
-            )),
+            // No transport: `registry:5000/repo`, `repo:tag`, `repo`.
+            _ => registry_ref(s),
         }
     }
 }
@@ -139,6 +322,7 @@ impl fmt::Display for ImageRef {
                 reference.iter().try_for_each(|r| write!(f, ":{r}"))
             }
             ImageRef::DockerArchive { path } => write!(f, "docker-archive:{}", path.display()),
+            ImageRef::Docker(r) => write!(f, "docker://{r}"),
         }
     }
 }
@@ -222,8 +406,52 @@ mod tests {
         assert!(e.contains("empty path"), "{e}");
         let e = "tarball:/x".parse::<ImageRef>().unwrap_err().to_string();
         assert!(e.contains("unknown transport \"tarball\""), "{e}");
-        let e = "quay.io/etcd".parse::<ImageRef>().unwrap_err().to_string();
-        assert!(e.contains("registries"), "{e}");
+        let e = "Quay.io/Etcd".parse::<ImageRef>().unwrap_err().to_string();
+        assert!(e.contains("must be lowercase"), "{e}");
+        let e = "docker://x.io/etcd:bad tag"
+            .parse::<ImageRef>()
+            .unwrap_err();
+        assert!(e.to_string().contains("whitespace"), "{e}");
+        let e = "etcd@sha256:abc"
+            .parse::<ImageRef>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("64 hex digits"), "{e}");
+    }
+
+    #[test]
+    fn registry_references_like_docker() {
+        let r = |s: &str| match s.parse::<ImageRef>().unwrap() {
+            ImageRef::Docker(r) => r,
+            other => panic!("{s} parsed as {other:?}"),
+        };
+        let a = r("docker://127.0.0.1:5000/team/etcd:3.4");
+        assert_eq!(a.registry.as_deref(), Some("127.0.0.1:5000"));
+        assert_eq!(a.repository, "team/etcd");
+        assert_eq!(a.tag.as_deref(), Some("3.4"));
+        assert_eq!(
+            a,
+            r("127.0.0.1:5000/team/etcd:3.4"),
+            "docker:// is the default"
+        );
+        let hub = r("docker.io/etcd");
+        assert_eq!(hub.repository, "library/etcd");
+        assert_eq!(
+            hub.image_name().to_string(),
+            "docker.io/library/etcd:latest"
+        );
+        let unq = r("etcd:3.4");
+        assert_eq!(unq.registry, None);
+        assert_eq!(
+            unq.in_registry("docker.io").to_string(),
+            "docker.io/library/etcd:3.4"
+        );
+        let local = r("localhost/etcd");
+        assert_eq!(local.registry.as_deref(), Some("localhost"));
+        let d = format!("sha256:{}", "ab".repeat(32));
+        let pinned = r(&format!("quay.io/coreos/etcd@{d}"));
+        assert_eq!(pinned.manifest_reference(), d);
+        assert_eq!(pinned.image_name().tag, "sha256-abababababab");
     }
 
     #[test]

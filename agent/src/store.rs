@@ -26,6 +26,10 @@ use crate::reference::ImageName;
 
 mod lifecycle;
 
+pub use lifecycle::{
+    Damage, DiskUsage, GcReport, Held, ImageUsage, LayerUsage, RemovedLayer, VerifyReport,
+};
+
 const REF_PREFIX: &str = "ociimage/";
 const MD_DIGEST: &str = "socle.digest";
 const MD_DIFF_ID: &str = "socle.diff-id";
@@ -267,9 +271,28 @@ impl Store {
             .is_some())
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Streams a layer blob into the store. On any error (including a digest
     /// mismatch) the transaction is aborted and nothing becomes visible.
     pub fn import_layer(
+        &self,
+        digest: &str,
+        diff_id: &str,
+        compression: Compression,
+        blob: impl Read,
+    ) -> Result<StoredLayer> {
+        self.import_layer_unpruned(digest, diff_id, compression, blob)
+            .inspect_err(|_| self.discard_unreferenced())
+    }
+
+    /// [`Store::import_layer`] without the clean-up on failure, for imports
+    /// running side by side: a prune while another import streams would
+    /// delete that import's objects. The caller runs
+    /// [`Store::discard_unreferenced`] once every import has stopped.
+    pub fn import_layer_unpruned(
         &self,
         digest: &str,
         diff_id: &str,
@@ -288,19 +311,35 @@ impl Store {
             }
             Err(e) => {
                 let _ = self.repo.abort_transaction(cancel());
-                // Objects land in the repo as they stream; drop the ones no
-                // ref reaches so a failed pull leaves the store as it was.
-                let _ = self
-                    .repo
-                    .prune(ostree::RepoPruneFlags::REFS_ONLY, -1, cancel());
-                self.remove_empty_object_dirs();
                 Err(e)
             }
         }
     }
 
-    /// Removes fan-out directories (`objects/XX`) a failed import emptied.
+    /// Removes the refs of layers (their objects go with the next
+    /// [`Store::discard_unreferenced`]).
+    pub fn remove_layer_refs(&self, digests: &[String]) -> Result<()> {
+        for d in digests {
+            self.repo
+                .set_ref_immediate(None, &layer_ref(d), None, cancel())
+                .map_err(self.repo_err("remove layer ref"))?;
+        }
+        Ok(())
+    }
+
+    /// Objects land in the repo as they stream; drops the ones no ref
+    /// reaches, so a failed pull leaves the store as it was.
+    pub fn discard_unreferenced(&self) {
+        let _ = self
+            .repo
+            .prune(ostree::RepoPruneFlags::REFS_ONLY, -1, cancel());
+        self.remove_empty_object_dirs();
+    }
+
+    /// Removes fan-out directories (`objects/XX`) a failed import emptied,
+    /// and the refs directory a removed last layer ref left empty.
     fn remove_empty_object_dirs(&self) {
+        let _ = std::fs::remove_dir(self.path.join("refs/heads").join(REF_PREFIX));
         if let Ok(dirs) = std::fs::read_dir(self.path.join("objects")) {
             for d in dirs.flatten() {
                 // Fails, as intended, on directories that still hold objects.
@@ -331,7 +370,7 @@ impl Store {
         };
         let mut uncompressed = HashingReader::new(decoder);
         let mut writer = TreeWriter::new(&self.repo)?;
-        {
+        let unpacked = (|| {
             let mut archive = tar::Archive::new(&mut uncompressed);
             let entries = archive
                 .entries()
@@ -340,10 +379,25 @@ impl Store {
                 let entry = entry.map_err(|e| layer_err(format!("reading tar: {e}")))?;
                 writer.add(entry).map_err(|e| layer_err(e.to_string()))?;
             }
-        }
-        let (actual_diff_id, unpacked) = uncompressed
-            .finish()
-            .map_err(|e| layer_err(format!("reading layer: {e}")))?;
+            uncompressed
+                .finish()
+                .map_err(|e| layer_err(format!("reading layer: {e}")))
+        })();
+        let (actual_diff_id, unpacked) = match unpacked {
+            Ok(u) => u,
+            Err(e) => {
+                // Damaged bytes usually break the gzip or tar stream first;
+                // when the blob's digest is wrong, say that: it is the cause.
+                return Err(match compressed.finish() {
+                    Ok((actual, _)) if actual != digest => StoreError::DigestMismatch {
+                        digest: digest.into(),
+                        what: "blob",
+                        actual,
+                    },
+                    _ => e,
+                });
+            }
+        };
         let (actual_digest, _) = compressed
             .finish()
             .map_err(|e| layer_err(format!("reading layer: {e}")))?;
@@ -484,6 +538,22 @@ impl Store {
                     cancel(),
                 )
                 .map_err(self.repo_err("write image commit"))?;
+            // The image this name pointed at may still be deployed: pin it
+            // until the next prune or delete, which keeps it only if a
+            // deployment still uses it.
+            if let Some(old) = self
+                .repo
+                .resolve_rev(&image_ref(name), true)
+                .map_err(self.repo_err("resolve image ref"))?
+            {
+                if old != commit {
+                    self.repo.transaction_set_ref(
+                        None,
+                        &format!("{}{old}", lifecycle::HELD_PREFIX),
+                        Some(&old),
+                    );
+                }
+            }
             self.repo
                 .transaction_set_ref(None, &image_ref(name), Some(&commit));
             Ok(commit.to_string())
@@ -561,6 +631,28 @@ impl Store {
                 .map_err(self.repo_err("resolve image ref"))?
             {
                 return self.image_from_commit(&commit);
+            }
+            // `etcd:3.4` finds `registry.local/team/etcd:3.4` when only one
+            // stored image ends that way.
+            let suffix = format!("/{}", name.repository);
+            let by_short_name: Vec<StoredImage> = self
+                .images()?
+                .into_iter()
+                .filter(|i| i.name.tag == name.tag && i.name.repository.ends_with(&suffix))
+                .collect();
+            match by_short_name.len() {
+                0 => {}
+                1 => return Ok(by_short_name.into_iter().next().expect("one match")),
+                _ => {
+                    return Err(StoreError::Ambiguous(
+                        name_or_id.into(),
+                        by_short_name
+                            .iter()
+                            .map(|i| i.name.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" and "),
+                    ))
+                }
             }
         }
         let prefix = name_or_id.strip_prefix("sha256:").unwrap_or(name_or_id);
@@ -914,7 +1006,7 @@ mod tests {
         ))));
     }
 
-    fn tar_with(entries: &[(&str, &[u8])], whiteout: Option<&str>) -> Vec<u8> {
+    pub(super) fn tar_with(entries: &[(&str, &[u8])], whiteout: Option<&str>) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         for (path, data) in entries {
             let mut h = tar::Header::new_gnu();

@@ -17,9 +17,11 @@
 
 pub mod fsops;
 pub mod health;
+mod inventory;
 pub mod render;
 mod update;
 
+pub use inventory::SlotUse;
 pub use render::unit_name;
 
 pub use update::{rollback, update, UpdateOptions, UpdateReport};

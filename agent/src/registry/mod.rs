@@ -1,0 +1,372 @@
+//! Images in registries: which registry to ask (`config`), with which
+//! credentials (`auth`), over the OCI distribution API (`client`), and which
+//! manifest of an index fits this host (`resolve`).
+
+pub mod auth;
+pub mod client;
+pub mod config;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
+
+use crate::archive::{host_platform, sha256_digest, Compression};
+use crate::reference::{DockerRef, ImageName};
+pub use auth::Credentials;
+pub use client::{BlobReader, Client, RegistryError};
+use config::{Endpoint, RegistriesConf};
+
+/// How to reach registries, from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `os/arch[/variant]`; the host's by default.
+    pub platform: Option<String>,
+    pub creds: Option<Credentials>,
+    pub authfile: Option<PathBuf>,
+    /// `false` allows plain HTTP and unverified certificates for every
+    /// registry of this pull.
+    pub insecure: bool,
+    pub registries_conf: Option<PathBuf>,
+}
+
+/// One layer of a remote image.
+#[derive(Debug, Clone)]
+pub struct RemoteLayer {
+    pub digest: String,
+    pub diff_id: String,
+    pub size: u64,
+    pub compression: Compression,
+}
+
+/// A registry image with everything but its layer bytes fetched and checked.
+pub struct RemoteImage {
+    /// The fully qualified reference it resolved to.
+    pub reference: DockerRef,
+    pub name: ImageName,
+    pub manifest_digest: String,
+    pub manifest_bytes: Vec<u8>,
+    pub config_bytes: Vec<u8>,
+    pub layers: Vec<RemoteLayer>,
+    /// Things the user should know (an unqualified name resolved, a mirror
+    /// used, a platform mismatch).
+    pub notes: Vec<String>,
+    client: Client,
+}
+
+impl RemoteImage {
+    pub fn open_layer<'a>(&'a self, layer: &RemoteLayer, cancel: &'a AtomicBool) -> BlobReader<'a> {
+        self.client.blob(&layer.digest, layer.size, cancel)
+    }
+
+    /// `host[:port]` the bytes come from (a mirror, possibly).
+    pub fn registry(&self) -> &str {
+        &self.client.registry
+    }
+}
+
+/// Finds the image a reference names: through the search list for an
+/// unqualified name, through mirrors for a configured registry.
+pub fn resolve(r: &DockerRef, opts: &Options) -> anyhow::Result<RemoteImage> {
+    let conf = RegistriesConf::load(opts.registries_conf.as_deref())?;
+    let candidates: Vec<DockerRef> = match &r.registry {
+        Some(_) => vec![r.clone()],
+        None => {
+            if conf.unqualified_search_registries.is_empty() {
+                anyhow::bail!(
+                    "{} names no registry and no unqualified-search-registries are set in {}; \
+                     write REGISTRY/{}, e.g. docker.io/library/{}",
+                    r,
+                    conf.describe(),
+                    r,
+                    r
+                );
+            }
+            conf.unqualified_search_registries
+                .iter()
+                .map(|reg| r.in_registry(reg))
+                .collect()
+        }
+    };
+    let mut attempts: Vec<(String, anyhow::Error)> = Vec::new();
+    for candidate in &candidates {
+        let endpoints = conf.endpoints(candidate, opts.insecure)?;
+        for ep in &endpoints {
+            match open(candidate, ep, opts) {
+                Ok(mut image) => {
+                    if r.registry.is_none() {
+                        image.notes.insert(
+                            0,
+                            format!(
+                                "{r} resolved to {candidate} (unqualified-search-registries in {})",
+                                conf.describe()
+                            ),
+                        );
+                    }
+                    if ep.mirror {
+                        image.notes.push(format!(
+                            "pulled {candidate} from the mirror {}",
+                            ep.registry
+                        ));
+                    }
+                    for (where_, e) in &attempts {
+                        image.notes.push(format!("{where_}: {e:#}"));
+                    }
+                    return Ok(image);
+                }
+                Err(e) => attempts.push((format!("{}/{}", ep.registry, ep.repository), e)),
+            }
+        }
+    }
+    if attempts.len() == 1 {
+        let (_, e) = attempts.pop().expect("one attempt");
+        return Err(e);
+    }
+    let tried: Vec<String> = attempts
+        .iter()
+        .map(|(w, e)| format!("{w}: {e:#}"))
+        .collect();
+    anyhow::bail!(
+        "{r} was not found anywhere it was looked for: {}",
+        tried.join("; ")
+    )
+}
+
+fn is_index(media_type: &str) -> bool {
+    media_type == "application/vnd.oci.image.index.v1+json"
+        || media_type == "application/vnd.docker.distribution.manifest.list.v2+json"
+}
+
+/// A manifest's media type: the header, else its own `mediaType`, else its
+/// shape (OCI allows omitting it).
+fn media_type_of(bytes: &[u8], header: Option<String>) -> String {
+    if let Some(h) = header.filter(|h| !h.is_empty()) {
+        return h;
+    }
+    let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+    if let Some(mt) = v.get("mediaType").and_then(|m| m.as_str()) {
+        return mt.to_string();
+    }
+    if v.get("manifests").is_some() {
+        "application/vnd.oci.image.index.v1+json".into()
+    } else {
+        "application/vnd.oci.image.manifest.v1+json".into()
+    }
+}
+
+fn open(r: &DockerRef, ep: &Endpoint, opts: &Options) -> anyhow::Result<RemoteImage> {
+    let creds = match &opts.creds {
+        Some(c) => Some(c.clone()),
+        None => auth::lookup(
+            &auth::auth_files(opts.authfile.as_deref()),
+            &ep.registry,
+            &ep.repository,
+        )?,
+    };
+    let client = Client::connect(&ep.registry, &ep.repository, ep.insecure, creds)?;
+    let reference = r.manifest_reference();
+    let (bytes, header) = client.manifest(&reference)?;
+    let mut notes = Vec::new();
+    let mut digest = sha256_digest(&bytes);
+    if reference.starts_with("sha256:") && digest != reference {
+        anyhow::bail!(
+            "{r}: the manifest {} served hashes to {digest}, not the digest asked for",
+            client.registry
+        );
+    }
+    let mut media_type = media_type_of(&bytes, header);
+    let mut manifest_bytes = bytes;
+    if is_index(&media_type) {
+        let index: ImageIndex = serde_json::from_slice(&manifest_bytes)
+            .with_context(|| format!("{r}: the image index is not valid JSON"))?;
+        let chosen =
+            choose_platform(&index, opts.platform.as_deref()).with_context(|| format!("{r}"))?;
+        let (bytes, header) = client.manifest(&chosen)?;
+        digest = sha256_digest(&bytes);
+        if digest != chosen {
+            anyhow::bail!(
+                "{r}: the manifest {} served for {chosen} hashes to {digest}",
+                client.registry
+            );
+        }
+        media_type = media_type_of(&bytes, header);
+        manifest_bytes = bytes;
+    }
+    match media_type.as_str() {
+        "application/vnd.oci.image.manifest.v1+json"
+        | "application/vnd.docker.distribution.manifest.v2+json" => {}
+        "application/vnd.docker.distribution.manifest.v1+json"
+        | "application/vnd.docker.distribution.manifest.v1+prettyjws" => anyhow::bail!(
+            "{r} is a Docker schema 1 image, which socle does not read; push it again with a current tool (skopeo copy converts it)"
+        ),
+        other => anyhow::bail!("{r}: unsupported manifest media type {other:?}"),
+    }
+    let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes)
+        .with_context(|| format!("{r}: the manifest is not a valid image manifest"))?;
+    let config_digest = manifest.config().digest().to_string();
+    let config_bytes = client.small_blob(&config_digest, &format!("config {config_digest}"))?;
+    if sha256_digest(&config_bytes) != config_digest {
+        anyhow::bail!(
+            "{r}: config {config_digest}: digest mismatch: {} served bytes that hash to {}",
+            client.registry,
+            sha256_digest(&config_bytes)
+        );
+    }
+    let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
+        .with_context(|| format!("{r}: config {config_digest} is not a valid image config"))?;
+    let (want_os, want_arch) = wanted_platform(opts.platform.as_deref())?;
+    let (os, arch) = (config.os().to_string(), config.architecture().to_string());
+    if (os.as_str(), arch.as_str()) != (want_os.as_str(), want_arch.as_str()) {
+        notes.push(format!(
+            "{r} is built for {os}/{arch}, not {want_os}/{want_arch}; it may not run here"
+        ));
+    }
+    let diff_ids = config.rootfs().diff_ids();
+    if diff_ids.len() != manifest.layers().len() {
+        anyhow::bail!(
+            "{r}: the manifest has {} layers but the config lists {} diff_ids",
+            manifest.layers().len(),
+            diff_ids.len()
+        );
+    }
+    let layers = manifest
+        .layers()
+        .iter()
+        .zip(diff_ids)
+        .map(|(l, diff_id)| {
+            let compression = Compression::from_media_type(l.media_type()).with_context(|| {
+                format!(
+                    "{r}: layer {} has media type {}, which socle cannot unpack",
+                    l.digest(),
+                    l.media_type()
+                )
+            })?;
+            Ok(RemoteLayer {
+                digest: l.digest().to_string(),
+                diff_id: diff_id.clone(),
+                size: l.size(),
+                compression,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(RemoteImage {
+        reference: r.clone(),
+        name: r.image_name(),
+        manifest_digest: digest,
+        manifest_bytes,
+        config_bytes,
+        layers,
+        notes,
+        client,
+    })
+}
+
+/// `os/arch[/variant]` from `--platform`, or the host's.
+fn wanted_platform(flag: Option<&str>) -> anyhow::Result<(String, String)> {
+    match flag {
+        None => {
+            let (os, arch) = host_platform();
+            Ok((os.into(), arch.into()))
+        }
+        Some(p) => {
+            let mut parts = p.split('/');
+            match (parts.next(), parts.next()) {
+                (Some(os), Some(arch)) if !os.is_empty() && !arch.is_empty() => {
+                    Ok((os.into(), arch.into()))
+                }
+                _ => {
+                    anyhow::bail!("--platform {p:?}: expected OS/ARCH[/VARIANT], e.g. linux/arm64")
+                }
+            }
+        }
+    }
+}
+
+/// The digest of the index entry for the wanted platform; an error lists
+/// what the index offers.
+fn choose_platform(index: &ImageIndex, flag: Option<&str>) -> anyhow::Result<String> {
+    let (os, arch) = wanted_platform(flag)?;
+    let variant = flag.and_then(|p| p.splitn(3, '/').nth(2));
+    let platforms: Vec<(String, &oci_spec::image::Descriptor)> = index
+        .manifests()
+        .iter()
+        .filter_map(|d| {
+            let p = d.platform().as_ref()?;
+            let mut s = format!("{}/{}", p.os(), p.architecture());
+            if let Some(v) = p.variant() {
+                s.push('/');
+                s.push_str(v);
+            }
+            Some((s, d))
+        })
+        .collect();
+    let fits = |s: &str| {
+        let mut it = s.splitn(3, '/');
+        let (o, a, v) = (it.next(), it.next(), it.next());
+        o == Some(os.as_str()) && a == Some(arch.as_str()) && (variant.is_none() || v == variant)
+    };
+    if let Some((_, d)) = platforms.iter().find(|(s, _)| fits(s)) {
+        return Ok(d.digest().to_string());
+    }
+    let wanted = match variant {
+        Some(v) => format!("{os}/{arch}/{v}"),
+        None => format!("{os}/{arch}"),
+    };
+    let available: Vec<&str> = platforms.iter().map(|(s, _)| s.as_str()).collect();
+    anyhow::bail!(
+        "no manifest for platform {wanted} in the image index; available: {} (choose one with --platform)",
+        if available.is_empty() {
+            "none named".to_string()
+        } else {
+            available.join(", ")
+        }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(platforms: &[&str]) -> ImageIndex {
+        let manifests: Vec<serde_json::Value> = platforms
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let parts: Vec<&str> = p.split('/').collect();
+                let mut plat = serde_json::json!({"os": parts[0], "architecture": parts[1]});
+                if let Some(v) = parts.get(2) {
+                    plat["variant"] = serde_json::json!(v);
+                }
+                serde_json::json!({
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": format!("sha256:{}", format!("{i}").repeat(64)),
+                    "size": 100,
+                    "platform": plat,
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({"schemaVersion": 2, "manifests": manifests}))
+            .unwrap()
+    }
+
+    #[test]
+    fn platform_selection_names_what_is_there() {
+        let idx = index(&["linux/arm64/v8", "linux/s390x", "linux/arm/v7"]);
+        let d = choose_platform(&idx, Some("linux/s390x")).unwrap();
+        assert_eq!(d, format!("sha256:{}", "1".repeat(64)));
+        assert_eq!(
+            choose_platform(&idx, Some("linux/arm/v7")).unwrap(),
+            format!("sha256:{}", "2".repeat(64))
+        );
+        let e = choose_platform(&idx, Some("linux/amd64"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no manifest for platform linux/amd64"), "{e}");
+        assert!(
+            e.contains("linux/arm64/v8, linux/s390x, linux/arm/v7"),
+            "{e}"
+        );
+        assert!(choose_platform(&idx, Some("arm64")).is_err());
+    }
+}
