@@ -329,6 +329,39 @@ bind sources, templates that render to invalid JSON, units systemd-analyze rejec
 Exits 1 when there is an error; warnings alone exit 0."
     )]
     Lint { dir: PathBuf },
+    /// Write directories as the layers of an OCI image, reproducibly
+    #[command(
+        after_help = "Entries are sorted by name, every mtime is --epoch (default: $SOURCE_DATE_EPOCH, else 0), owners are kept when run as root (root otherwise), gzip carries no timestamp: the same trees give the same digests. scripts/build-image --builder socle assembles the trees from an image definition (images/NAME/image.conf) and calls this.
+
+Example:
+  socle image pack --layer base/ --layer app/ --cmd /usr/bin/app --label version=2 -o oci-archive:/tmp/app.tar:2"
+    )]
+    Pack {
+        /// A directory to become a layer; repeat, base first
+        #[arg(long = "layer", value_name = "DIR", required = true)]
+        layers: Vec<PathBuf>,
+        /// The history comment of each layer, in the order of --layer
+        #[arg(long = "comment", value_name = "TEXT")]
+        comments: Vec<String>,
+        /// One argument of the default command; repeat
+        #[arg(long = "cmd", value_name = "ARG", allow_hyphen_values = true)]
+        cmd: Vec<String>,
+        /// One argument of the entrypoint; repeat
+        #[arg(long = "entrypoint", value_name = "ARG", allow_hyphen_values = true)]
+        entrypoint: Vec<String>,
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        #[arg(long, value_name = "DIR")]
+        workdir: Option<String>,
+        /// Seconds since 1970 for every mtime and the image's created date
+        #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = 0)]
+        epoch: i64,
+        /// oci-archive:FILE[:REF] or oci:DIR[:REF] (REF defaults to latest)
+        #[arg(short = 'o', long = "output", value_name = "DEST")]
+        output: String,
+    },
 }
 
 impl Global {
@@ -503,6 +536,57 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                         println!("  {v}");
                     }
                 }
+            }
+        }
+        Command::Image(ImageCommand::Pack {
+            layers,
+            comments,
+            cmd,
+            entrypoint,
+            env,
+            labels,
+            workdir,
+            epoch,
+            output,
+        }) => {
+            let output = match output.parse::<ImageRef>() {
+                Ok(ImageRef::OciArchive { path, reference }) => crate::builder::Output::Archive {
+                    path,
+                    reference: reference.unwrap_or_else(|| "latest".into()),
+                },
+                Ok(ImageRef::OciDir { path, reference }) => crate::builder::Output::Dir {
+                    path,
+                    reference: reference.unwrap_or_else(|| "latest".into()),
+                },
+                _ => anyhow::bail!(
+                    "output {output:?}: expected oci-archive:FILE[:REF] or oci:DIR[:REF]"
+                ),
+            };
+            let report = crate::builder::pack(
+                &crate::builder::PackSpec {
+                    layers: layers.clone(),
+                    layer_comments: comments.clone(),
+                    cmd: cmd.clone(),
+                    entrypoint: entrypoint.clone(),
+                    env: env.clone(),
+                    labels: labels.clone(),
+                    working_dir: workdir.clone(),
+                    epoch: *epoch,
+                },
+                &output,
+            )?;
+            if g.json {
+                print_json(&report)?;
+            } else {
+                for l in &report.layers {
+                    println!(
+                        "layer {} ({}, {} entries)",
+                        l.digest,
+                        human_size(l.size),
+                        l.entries
+                    );
+                }
+                println!("manifest {}", report.manifest_digest);
             }
         }
         Command::Image(ImageCommand::Lint { dir }) => {

@@ -6,6 +6,7 @@
 //! `template`, `runtime`) → `systemd`. `cli` only parses arguments and prints.
 
 pub mod archive;
+pub mod builder;
 pub mod cli;
 pub mod deploy;
 pub mod exports;
