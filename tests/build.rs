@@ -236,3 +236,42 @@ fn pack_refuses_bad_input_plainly() {
     assert!(e.contains("no directory"), "{e}");
     assert!(!d.path().join("out").exists());
 }
+
+/// flanneld and kube-apiserver are not in Debian and their release URLs are
+/// not pinned yet: without `--binary` the build names what is missing and
+/// how to give it, and writes nothing (it never substitutes a binary).
+#[test]
+fn upstream_images_without_their_binary_stop_and_say_so() {
+    for (image, binary, var) in [
+        ("flannel", "flanneld", "BINARY_FLANNELD"),
+        ("kube-apiserver", "kube-apiserver", "BINARY_KUBE_APISERVER"),
+    ] {
+        let d = tmp();
+        let layout = d.path().join("out");
+        let out = Command::new(repo_root().join("scripts/build-image"))
+            .env("SOCLE_BIN", env!("CARGO_BIN_EXE_socle"))
+            .env_remove(var)
+            .env("SOCLE_UPSTREAM_CACHE", d.path().join("cache"))
+            .args(["--builder", "socle"])
+            .arg(repo_root().join("images").join(image))
+            .arg(format!("oci:{}", layout.display()))
+            .stdin(Stdio::null())
+            .output()
+            .expect("running scripts/build-image");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{image} built without {binary}");
+        for needle in [
+            format!("{binary} binary not available"),
+            format!("--binary {binary}=FILE"),
+            var.to_string(),
+            format!("The image {image} is not built"),
+        ] {
+            assert!(err.contains(&needle), "{image}: no {needle:?} in:\n{err}");
+        }
+        assert!(
+            !layout.exists(),
+            "{image}: {} was written",
+            layout.display()
+        );
+    }
+}

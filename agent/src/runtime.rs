@@ -77,10 +77,13 @@ fn capabilities_up_to(last: usize) -> Vec<String> {
         .collect()
 }
 
-/// Every capability the running kernel knows.
+/// Every capability the running kernel knows and the services of this host
+/// may hold: a container asking for one outside systemd's bounding set
+/// fails to start (runc's capset gets EPERM), as on a node booted in a
+/// container manager that drops CAP_SYS_RESOURCE or CAP_SYS_MODULE.
 pub fn all_capabilities() -> Vec<String> {
     let path = "/proc/sys/kernel/cap_last_cap";
-    match std::fs::read_to_string(path)
+    let known = match std::fs::read_to_string(path)
         .ok()
         .and_then(|s| s.trim().parse::<usize>().ok())
     {
@@ -91,7 +94,36 @@ pub fn all_capabilities() -> Vec<String> {
             tracing::warn!("can't read {path}: assuming every capability socle knows");
             capabilities_up_to(usize::MAX)
         }
+    };
+    match services_bounding_set() {
+        Some(mask) => within_bounding_set(known, mask),
+        None => known,
     }
+}
+
+/// The capability bounding set systemd gives its services (PID 1's), else
+/// this process's: the `CapBnd` mask of /proc/PID/status.
+fn services_bounding_set() -> Option<u64> {
+    ["/proc/1/status", "/proc/self/status"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .and_then(|status| cap_bnd(&status))
+}
+
+fn cap_bnd(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+}
+
+/// `caps` (numbered from 0 in kernel order) whose bit is set in `mask`.
+fn within_bounding_set(caps: Vec<String>, mask: u64) -> Vec<String> {
+    caps.into_iter()
+        .enumerate()
+        .filter(|(bit, _)| *bit < 64 && mask & (1 << bit) != 0)
+        .map(|(_, c)| c)
+        .collect()
 }
 
 /// atomic's `ALL_PROCESS_CAPABILITIES` format: `"CAP_A",\n"CAP_B"\n`,
@@ -356,14 +388,27 @@ mod tests {
     }
 
     #[test]
-    fn all_capabilities_follow_the_kernel() {
+    fn all_capabilities_follow_the_kernel_and_the_bounding_set() {
         let last: usize = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
             .unwrap()
             .trim()
             .parse()
             .unwrap();
+        let bounding = services_bounding_set().unwrap();
         let caps = all_capabilities();
-        assert_eq!(caps.len(), (last + 1).min(CAPABILITIES.len()));
+        let expected = (0..=last.min(CAPABILITIES.len() - 1))
+            .filter(|bit| bounding & (1 << bit) != 0)
+            .count();
+        assert_eq!(caps.len(), expected);
+    }
+
+    #[test]
+    fn a_capability_outside_the_bounding_set_is_left_out() {
+        let status = "Name:\tsystemd\nCapBnd:\t000001fffeffffff\nCapAmb:\t0\n";
+        let mask = cap_bnd(status).unwrap();
+        let caps = within_bounding_set(capabilities_up_to(40), mask);
+        assert_eq!(caps.len(), 40);
+        assert!(!caps.iter().any(|c| c == "CAP_SYS_RESOURCE"));
         assert_eq!(caps[0], "CAP_CHOWN");
     }
 

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod registry;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Read;
@@ -293,6 +295,9 @@ fn remove_stale_fixture_dirs(base: &Path) {
 /// A fresh socle environment: everything socle writes lands under `root`.
 pub struct Socle {
     tmp: tempfile::TempDir,
+    /// Environment changes for every command: `(KEY, Some(VALUE))` sets,
+    /// `(KEY, None)` removes.
+    env: Vec<(String, Option<String>)>,
 }
 
 impl Default for Socle {
@@ -307,7 +312,22 @@ impl Socle {
             .prefix("socle-cli-")
             .tempdir()
             .expect("creating a temp dir");
-        Socle { tmp }
+        Socle {
+            tmp,
+            env: Vec::new(),
+        }
+    }
+
+    /// Sets `key=value` in the environment of every command.
+    pub fn with_env(mut self, key: &str, value: &str) -> Socle {
+        self.env.push((key.to_string(), Some(value.to_string())));
+        self
+    }
+
+    /// Removes `key` from the environment of every command.
+    pub fn without_env(mut self, key: &str) -> Socle {
+        self.env.push((key.to_string(), None));
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -364,6 +384,12 @@ impl Socle {
             .arg(self.host())
             .args(["--systemd", "none"])
             .stdin(Stdio::null());
+        for (k, v) in &self.env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
         cmd
     }
 
@@ -413,8 +439,14 @@ impl Socle {
         let values: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&out)
             .into_iter()
             .collect::<Result<_, _>>()
-            .unwrap_or_else(|e| panic!("socle {}: stdout is not JSON ({e}):\n{out}", all.join(" ")));
-        assert!(!values.is_empty(), "socle {}: no JSON on stdout", all.join(" "));
+            .unwrap_or_else(|e| {
+                panic!("socle {}: stdout is not JSON ({e}):\n{out}", all.join(" "))
+            });
+        assert!(
+            !values.is_empty(),
+            "socle {}: no JSON on stdout",
+            all.join(" ")
+        );
         values
     }
 
