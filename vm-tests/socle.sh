@@ -27,3 +27,18 @@ build_hello() {
     shift
     "$socle_repo/scripts/build-image" "$@" "$socle_repo/images/hello" "oci-archive:$dest"
 }
+
+# now / secs T0 T1: wall-clock stamps and the seconds between two of them.
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+
+# timed TITLE CMD...: runs CMD and prints its wall time as a `# time:` line
+# in the scenario's log; returns CMD's status.
+timed() {
+    local title=$1 t0 rc=0
+    shift
+    t0=$(now)
+    "$@" || rc=$?
+    echo "# time: $title: $(secs "$t0" "$(now)") s" >&"$SOCLE_VM_LOG_FD"
+    return "$rc"
+}

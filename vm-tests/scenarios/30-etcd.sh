@@ -22,17 +22,6 @@ at_exit rm -rf "$work"
 
 in_node() { node_exec "$node" "$@"; }
 socle() { in_node socle "$@"; }
-now() { date +%s.%N; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
-# timed TITLE CMD...: run CMD, print its wall time as a `# ` line.
-timed() {
-    local title=$1 t0 rc=0
-    shift
-    t0=$(now)
-    "$@" || rc=$?
-    echo "# time: $title: $(secs "$t0" "$(now)") s" >&"$SOCLE_VM_LOG_FD"
-    return "$rc"
-}
 
 build_etcd() { "$socle_repo/scripts/build-image" --digest-file "$work/$1.digest" "${@:2}" \
     "$socle_repo/images/etcd" "oci-archive:$work/$1.tar"; }

@@ -28,16 +28,6 @@ in_node() { node_exec "$node" "$@"; }
 socle() { in_node socle "$@"; }
 docker() { in_node docker-dockerd "$@"; }
 note() { echo "# dockerd: $*" >&"$SOCLE_VM_LOG_FD"; }
-now() { date +%s.%N; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
-timed() {
-    local title=$1 t0 rc=0
-    shift
-    t0=$(now)
-    "$@" || rc=$?
-    echo "# time: $title: $(secs "$t0" "$(now)") s" >&"$SOCLE_VM_LOG_FD"
-    return "$rc"
-}
 
 build_dockerd() { "$socle_repo/scripts/build-image" --digest-file "$work/$1.digest" "${@:2}" \
     "$socle_repo/images/dockerd" "oci-archive:$work/$1.tar"; }
