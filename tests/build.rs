@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{path_str, repo_root, Socle};
+use common::{path_str, repo_root, tool, Socle};
 use serde_json::Value;
 
 /// Builds `images/NAME` with socle's packer into the OCI layout `layout`
@@ -48,17 +48,6 @@ fn layer_digests(layout: &Path, manifest: &str) -> Vec<String> {
         .iter()
         .map(|l| l["digest"].as_str().unwrap().to_string())
         .collect()
-}
-
-fn tool(cmd: &mut Command) -> String {
-    let out = cmd.stdin(Stdio::null()).output().expect("running a tool");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 fn tmp() -> tempfile::TempDir {

@@ -570,6 +570,19 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
+/// Runs a tool with no stdin, expects success, returns its stdout; on
+/// failure the assertion shows the command line and both outputs.
+pub fn tool(cmd: &mut Command) -> String {
+    let out = cmd.stdin(Stdio::null()).output().expect("running a tool");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }

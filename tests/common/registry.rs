@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use std::{fs, thread};
 
-use super::{copy_tree, fixtures, free_port, path_str, sha256_hex};
+use super::{copy_tree, fixtures, free_port, path_str, sha256_hex, tool};
 
 /// How long a registry may take to answer `GET /v2/` after it was started.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,18 +55,9 @@ impl Registry {
             .expect("creating a temp dir");
         let mut auth_yaml = String::new();
         if let Some((user, pass)) = auth {
-            let out = Command::new("htpasswd")
-                .args(["-Bbn", user, pass])
-                .stdin(Stdio::null())
-                .output()
-                .expect("running htpasswd (apache2-utils)");
-            assert!(
-                out.status.success(),
-                "htpasswd -Bbn failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let entry = tool(Command::new("htpasswd").args(["-Bbn", user, pass]));
             let file = dir.path().join("htpasswd");
-            fs::write(&file, &out.stdout).unwrap();
+            fs::write(&file, entry).unwrap();
             auth_yaml = format!(
                 "auth:\n  htpasswd:\n    realm: socle-test\n    path: {}\n",
                 file.display()
@@ -280,19 +271,13 @@ impl PlatformIndex {
         let layout = dir.join("layout");
         copy_tree(&fixtures().oci_dir, &layout);
         for arch in ["arm64", "s390x"] {
-            let out = Command::new("umoci")
-                .arg("config")
-                .arg("--image")
-                .arg(format!("{}:1", layout.display()))
-                .args(["--tag", arch, "--architecture", arch, "--os", "linux"])
-                .arg("--no-history")
-                .stdin(Stdio::null())
-                .output()
-                .expect("running umoci");
-            assert!(
-                out.status.success(),
-                "umoci config --architecture {arch} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
+            tool(
+                Command::new("umoci")
+                    .arg("config")
+                    .arg("--image")
+                    .arg(format!("{}:1", layout.display()))
+                    .args(["--tag", arch, "--architecture", arch, "--os", "linux"])
+                    .arg("--no-history"),
             );
         }
         let index_path = layout.join("index.json");
