@@ -196,6 +196,18 @@ fn install_renders_unit_config_tmpfiles_and_host_files() {
         .unwrap_or_else(|| panic!("no ExecStart= in the unit:\n{unit}"));
     assert!(exec_start.contains("runc"), "{exec_start}");
     assert!(exec_start.contains(" run "), "{exec_start}");
+    assert!(!exec_start.contains("--systemd-cgroup"), "{exec_start}");
+    // The container lives in the unit's cgroup and leaves no runc state.
+    for line in ["Delegate=yes", "KillMode=mixed"] {
+        assert!(unit.lines().any(|l| l == line), "no {line} in:\n{unit}");
+    }
+    for directive in ["ExecStartPre=-", "ExecStopPost=-"] {
+        assert!(
+            unit.lines()
+                .any(|l| l.starts_with(directive) && l.ends_with("runc delete --force 'greeter'")),
+            "no {directive}…runc delete --force 'greeter' in:\n{unit}"
+        );
+    }
     assert!(
         unit.lines()
             .any(|l| l == format!("WorkingDirectory={}", slot.display())),
@@ -216,6 +228,10 @@ fn install_renders_unit_config_tmpfiles_and_host_files() {
     assert!(env.contains(&format!("PORT={port}").as_str()), "{env:?}");
     assert!(env.contains(&"RECEIVER=test"), "{env:?}");
     assert_eq!(config["hostname"], "greeter", "{config:#}");
+    assert_eq!(
+        config["linux"]["cgroupsPath"], "/system.slice/greeter.service/container",
+        "{config:#}"
+    );
 
     // tmpfiles: in the slot and in the tmpfiles dir.
     let tmpfiles = read(&s.tmpfiles().join("greeter.conf"));

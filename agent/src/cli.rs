@@ -723,6 +723,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             if g.json {
                 print_json(&report)?;
             } else {
+                for m in &report.messages {
+                    eprintln!("note: {m}");
+                }
                 println!("Uninstalled {name}.");
             }
         }

@@ -179,18 +179,60 @@ fn systemd_word(s: &str) -> String {
     }
 }
 
-/// atomic's directives for a runtime run in the foreground (`RUNTIME run`),
-/// the container's cgroup managed by systemd. Start-pre and stop-post are
-/// empty, as atomic left them outside its pid-file mode.
+/// atomic's directives for a runtime run in the foreground (`RUNTIME run`).
+/// runc uses its cgroupfs driver, not `--systemd-cgroup` (atomic's choice,
+/// which puts the container in a `runc-NAME.scope` of its own, outside the
+/// unit): with [`container_cgroup`] as the config's `cgroupsPath` and the
+/// unit's `Delegate=yes`, the container lives inside its unit's cgroup.
+/// Start-pre and stop-post stay empty as in atomic; the cleanup lines come
+/// from [`unit_lifecycle`].
 pub fn exec_commands(runtime: &str, name: &str) -> ExecCommands {
     let runtime = systemd_word(runtime);
     let name = systemd_quote(name);
     ExecCommands {
-        exec_start: format!("{runtime} --systemd-cgroup run {name}"),
-        exec_stop: format!("{runtime} --systemd-cgroup kill {name}"),
+        exec_start: format!("{runtime} run {name}"),
+        exec_stop: format!("{runtime} kill {name}"),
         exec_startpre: String::new(),
         exec_stoppost: String::new(),
     }
+}
+
+/// The cgroup (relative to the cgroup root) runc puts container `name` in:
+/// a child of the unit's own cgroup, `/system.slice/NAME.service/container`
+/// for the default slice. `slice` is the unit's `Slice=`, if any.
+pub fn container_cgroup(slice: Option<&str>, name: &str) -> String {
+    let slice = slice.unwrap_or("system.slice");
+    // systemd nests slices by their dashes: a-b.slice is in a.slice.
+    let mut path = String::new();
+    if slice != "-.slice" {
+        let stem = slice.strip_suffix(".slice").unwrap_or(slice);
+        let parts: Vec<&str> = stem.split('-').collect();
+        for i in 1..=parts.len() {
+            path.push('/');
+            path.push_str(&parts[..i].join("-"));
+            path.push_str(".slice");
+        }
+    }
+    format!("{path}/{name}.service/container")
+}
+
+/// The `[Service]` lines socle adds to every container unit, so that the
+/// container lives and dies with it: the unit owns the cgroup subtree runc
+/// creates the container in (`Delegate=yes`), a stop sends SIGTERM to runc
+/// (which passes it to the container) and SIGKILL to every process left
+/// after `TimeoutStopSec` (`KillMode=mixed`, as podman's Quadlet units do),
+/// and no runc state outlives a stop, a crash or a kill (`delete --force`
+/// after every stop and before every start; `-`: nothing to delete is fine).
+pub fn unit_lifecycle(runtime: &str, name: &str, kill_mode: &str) -> String {
+    let runtime = systemd_word(runtime);
+    let name = systemd_quote(name);
+    format!(
+        "# Added by socle: the container runs in this unit's cgroup and leaves no runc state behind.\n\
+         Delegate=yes\n\
+         KillMode={kill_mode}\n\
+         ExecStartPre=-{runtime} delete --force {name}\n\
+         ExecStopPost=-{runtime} delete --force {name}\n"
+    )
 }
 
 /// `uid[:gid]` of the image config, both numeric; `None` when not numeric.
@@ -428,19 +470,32 @@ mod tests {
     #[test]
     fn exec_commands_like_atomic() {
         let c = exec_commands("/usr/bin/runc", "etcd");
-        assert_eq!(c.exec_start, "/usr/bin/runc --systemd-cgroup run 'etcd'");
-        assert_eq!(c.exec_stop, "/usr/bin/runc --systemd-cgroup kill 'etcd'");
+        assert_eq!(c.exec_start, "/usr/bin/runc run 'etcd'");
+        assert_eq!(c.exec_stop, "/usr/bin/runc kill 'etcd'");
         assert_eq!(c.exec_startpre, "");
         assert_eq!(c.exec_stoppost, "");
     }
 
     #[test]
+    fn the_container_cgroup_is_inside_its_unit() {
+        assert_eq!(
+            container_cgroup(None, "etcd"),
+            "/system.slice/etcd.service/container"
+        );
+        assert_eq!(
+            container_cgroup(Some("node-infra.slice"), "etcd"),
+            "/node.slice/node-infra.slice/etcd.service/container"
+        );
+        assert_eq!(
+            container_cgroup(Some("-.slice"), "etcd"),
+            "/etcd.service/container"
+        );
+    }
+
+    #[test]
     fn exec_commands_quote_what_systemd_would_interpret() {
         let c = exec_commands("/opt/my runc", "a'b%c$d\\e");
-        assert_eq!(
-            c.exec_start,
-            r"'/opt/my runc' --systemd-cgroup run 'a\'b%%c$$d\\e'"
-        );
+        assert_eq!(c.exec_start, r"'/opt/my runc' run 'a\'b%%c$$d\\e'");
     }
 
     #[test]

@@ -44,7 +44,7 @@ check "host file rendered" in_node grep -qx "PORT=$port" /etc/hello/hello.conf
 check "systemctl start" in_node systemctl start hello.service
 wait_until 30 "greeter answers with the --set value" greets $port "Hello, vm! (hello 1)"
 check "socle list says running" state_is hello running
-check "runc sees the container" in_node sh -c 'runc --systemd-cgroup list | grep -q "^hello "'
+check "runc sees the container" in_node sh -c 'runc list | grep -q "^hello "'
 check "systemctl stop" in_node systemctl stop hello.service
 check "stopping is not a failure" state_is hello inactive
 check "uninstall" socle uninstall hello

@@ -14,7 +14,10 @@
 # health gate: the unit stays active and the image's probe `etcdctl
 # endpoint health` passes), then wait until that member and the whole
 # cluster are healthy, then the next node. Then a rolling `socle rollback`
-# the same way. Checked: every acknowledged write is there at the end (no
+# the same way. Forward and back are repeated SOCLE_ETCD_ROUNDS times (5 by
+# default): a stress test of update and rollback, with no retries anywhere:
+# one failed `socle update` or `socle rollback` fails the scenario.
+# Checked: every acknowledged write is there at the end (no
 # key c/i missing, the counter at least the last acknowledged i), every
 # member holds the same counter, the data written before the rollout is
 # still there, and no quorum read failed. Printed as `# ` lines: the time of
@@ -30,6 +33,7 @@ source "$here/../socle.sh"
 node_cleanup_on_exit
 
 nodes=(etcdc1 etcdc2 etcdc3)
+rounds=${SOCLE_ETCD_ROUNDS:-5}
 members=(n1 n2 n3)
 net=10.232.0
 ips=("$net.11" "$net.12" "$net.13")
@@ -162,7 +166,7 @@ kill_clients() {
     done
 }
 at_exit kill_clients
-client_deadline=$((SECONDS + 360))     # bounded, whatever happens
+client_deadline=$((SECONDS + 240 + rounds * 90))     # bounded, whatever happens
 
 # writer: "i START_MS END_MS ok|fail" per transaction counter=i, c/i=i
 writer() {
@@ -266,24 +270,38 @@ roll() {
         t2=$(now_ms)
         check "${nodes[$i]}: runs $image" image_is "$i" "$image"
         note "time: $what on ${nodes[$i]} (member ${members[$i]} was ${role:-?}): $(_vm_fmt_ms $((t1 - t0))) (socle), $(_vm_fmt_ms $((t2 - t0))) until the cluster had three healthy members"
+        echo "$(awk '{ print $2 }' <<<"$what") $((t1 - t0)) $((t2 - t0))" >>"$work/rolls"
     done
     note "time: rolling $what of three nodes: $(_vm_fmt_ms $(($(now_ms) - total0)))"
 }
 
 sleep 2    # some writes before the first node goes
-update0=$(now_ms)
-roll "socle update etcd --rebase etcd:2" etcd:2 socle update etcd --rebase etcd:2
-update1=$(now_ms)
-sleep 2
-rollback0=$(now_ms)
-roll "socle rollback etcd" etcd:1 socle rollback etcd
-rollback1=$(now_ms)
-sleep 2
+for ((round = 1; round <= rounds; round++)); do
+    update0=$(now_ms)
+    roll "socle update etcd --rebase etcd:2 (round $round of $rounds)" etcd:2 socle update etcd --rebase etcd:2
+    update1=$(now_ms)
+    sleep 1
+    rollback0=$(now_ms)
+    roll "socle rollback etcd (round $round of $rounds)" etcd:1 socle rollback etcd
+    rollback1=$(now_ms)
+    sleep 1
+    check "round $round, rolling update: no quorum read failed" report "round $round, rolling update" "$update0" "$update1"
+    check "round $round, rolling rollback: no quorum read failed" report "round $round, rolling rollback" "$rollback0" "$rollback1"
+done
 check "writer and sampler stop" stop_clients
 
-check "rolling update: no quorum read failed" report "rolling update" "$update0" "$update1"
-check "rolling rollback: no quorum read failed" report "rolling rollback" "$rollback0" "$rollback1"
 check "whole run: no quorum read failed" report "whole run (update, rollback, writes before and after)" 0 "$(now_ms)"
+# Per member switch, over every round: socle's own time and the time until
+# the cluster had its three healthy members again (median and longest).
+roll_figures() {
+    awk -v k="$1" '$1 == k' "$work/rolls" | sort -n -k3 | awk '
+        { healthy[NR] = $3; if ($2 > ms) ms = $2; sum += $2 }
+        END { if (NR == 0) { print "none"; exit }
+              printf "%d member switches, none failed; socle: mean %d ms, longest %d ms; until the cluster had three healthy members: median %d ms, longest %d ms\n",
+                  NR, sum / NR, ms, healthy[int((NR + 1) / 2)], healthy[NR] }'
+}
+note "all rounds, socle update: $(roll_figures update)"
+note "all rounds, socle rollback: $(roll_figures rollback)"
 
 # --- no acknowledged write lost
 

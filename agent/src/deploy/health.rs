@@ -74,7 +74,7 @@ impl Probe {
             }
             Probe::Command(cmd) => {
                 let out = Command::new(runtime)
-                    .args(["--systemd-cgroup", "exec", container])
+                    .args(["exec", container])
                     .args(cmd)
                     .output()
                     .map_err(|e| format!("probe: running {runtime} exec: {e}"))?;
@@ -103,8 +103,10 @@ pub trait UnitState {
     fn active_state(&self) -> Result<Option<String>, String>;
 }
 
-/// Waits until the unit has been active for `settle` without interruption
-/// and the probe (if any) passed since it became active, within `timeout`.
+/// Called once the unit's start job ended with `done`: waits until the unit
+/// has been active for `settle` without interruption and the probe (if any)
+/// passed, within `timeout`. Any other state is a failure: the unit has
+/// started, so it can only have died since.
 pub fn wait_healthy(
     unit: &str,
     state: &dyn UnitState,
@@ -122,7 +124,7 @@ pub fn wait_healthy(
             None => return Ok(()), // no systemd to ask: nothing to gate on
         };
         match state.as_str() {
-            "active" => {
+            "active" | "reloading" => {
                 let since = *active_since.get_or_insert_with(Instant::now);
                 if let (false, Some((p, runtime, name))) = (probe_passed, probe) {
                     match p.check(runtime, name) {
@@ -134,12 +136,11 @@ pub fn wait_healthy(
                     return Ok(());
                 }
             }
-            "failed" | "inactive" => return Err(format!("{unit} is {state}")),
             // Activating again after being active: it died and is restarting.
             other if active_since.is_some() => {
                 return Err(format!("{unit} left the active state ({other})"))
             }
-            _ => {}
+            other => return Err(format!("{unit} is {other} right after it started")),
         }
         if Instant::now() >= deadline {
             return Err(if !probe_passed && active_since.is_some() {
@@ -195,12 +196,12 @@ mod tests {
 
     #[test]
     fn a_unit_that_fails_is_not_healthy() {
-        let s = Script(RefCell::new(vec!["activating", "failed"]));
+        let s = Script(RefCell::new(vec!["active", "failed"]));
         let e = wait_healthy(
             "x.service",
             &s,
             None,
-            Duration::ZERO,
+            Duration::from_secs(60),
             Duration::from_secs(5),
         )
         .unwrap_err();
@@ -222,8 +223,24 @@ mod tests {
     }
 
     #[test]
+    fn a_unit_already_dead_after_its_start_is_not_healthy() {
+        for state in ["inactive", "failed", "activating"] {
+            let s = Script(RefCell::new(vec![state]));
+            let e = wait_healthy(
+                "x.service",
+                &s,
+                None,
+                Duration::ZERO,
+                Duration::from_secs(5),
+            )
+            .unwrap_err();
+            assert!(e.contains("right after it started"), "{state}: {e}");
+        }
+    }
+
+    #[test]
     fn a_unit_that_stays_active_is_healthy() {
-        let s = Script(RefCell::new(vec!["activating", "active"]));
+        let s = Script(RefCell::new(vec!["active"]));
         wait_healthy(
             "x.service",
             &s,

@@ -204,28 +204,66 @@ impl Host {
         Ok(names)
     }
 
-    /// Stops the container's unit and makes sure its container is gone:
-    /// with `--systemd-cgroup` the container lives in its own scope, so a
-    /// process that ignores SIGTERM would outlive the unit and keep its
-    /// ports (a later start of the same name would then fail).
-    pub fn stop_container(&self, name: &str) -> anyhow::Result<()> {
+    /// Stops the container's unit and makes sure nothing of the container
+    /// is left: the stop job is followed to its end (systemd escalates to
+    /// SIGKILL after the unit's `TimeoutStopSec`), then no process may be
+    /// left in the unit's cgroup, which holds the container (SIGKILL again,
+    /// bounded), and no runc state (a unit written by an older socle ran the
+    /// container in a scope of its own). Returns what had to be forced, for
+    /// the user; an error when a process survives, so that a new deployment
+    /// never starts beside the old one.
+    pub fn stop_container(&self, name: &str) -> anyhow::Result<Vec<String>> {
         let unit = unit_name(name);
-        self.systemd.stop(&unit)?;
-        if self.systemd.active_state(&unit)?.is_none() {
-            return Ok(()); // --systemd none: nothing was started by us
+        let mut messages = Vec::new();
+        let stopped = self.systemd.stop(&unit)?;
+        if let Some(after) = stopped.killed_after {
+            messages.push(format!(
+                "{unit} did not stop on SIGTERM within {} s (its TimeoutStopSec): systemd killed it with SIGKILL",
+                after.as_secs()
+            ));
         }
-        let out = Command::new(&self.runtime)
-            .args(["--systemd-cgroup", "delete", "--force", name])
-            .output();
-        if let Ok(o) = out {
-            if o.status.success() {
-                tracing::info!(
-                    container = name,
-                    "removed a container that outlived its unit"
+        if self.systemd.active_state(&unit)?.is_none() {
+            return Ok(messages); // --systemd none: nothing was started by us
+        }
+        let left = self.systemd.unit_processes(&unit)?;
+        if !left.is_empty() {
+            self.systemd
+                .kill(&unit, rustix::process::Signal::KILL.as_raw())?;
+            let deadline = std::time::Instant::now() + KILL_WAIT;
+            let mut now_left = left.clone();
+            while !now_left.is_empty() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                now_left = self.systemd.unit_processes(&unit)?;
+            }
+            if !now_left.is_empty() {
+                bail!(
+                    "{unit} is stopped but {} of its processes survive SIGKILL ({}); not going on while they live",
+                    now_left.len(),
+                    describe_processes(&now_left)
                 );
             }
+            messages.push(format!(
+                "{unit}: {} processes were left after the stop and were killed ({})",
+                left.len(),
+                describe_processes(&left)
+            ));
         }
-        Ok(())
+        let runtime_has = |args: &[&str]| {
+            Command::new(&self.runtime)
+                .args(args)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if runtime_has(&["state", name]) {
+            if runtime_has(&["delete", "--force", name]) {
+                messages.push(format!(
+                    "removed the runc container {name} that outlived {unit}"
+                ));
+            } else {
+                bail!("{unit} is stopped but `{} delete --force {name}` failed: the old container may still run", self.runtime);
+            }
+        }
+        Ok(messages)
     }
 
     /// Runs systemd-tmpfiles for one file, inside `--host-root`.
@@ -248,6 +286,22 @@ impl Host {
         }
         Ok(())
     }
+}
+
+/// How long processes left after a stop get to die of SIGKILL.
+const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `pid command` of the first few processes, for messages.
+fn describe_processes(list: &[(u32, String)]) -> String {
+    let mut shown: Vec<String> = list
+        .iter()
+        .take(5)
+        .map(|(pid, cmd)| format!("{pid} {cmd}"))
+        .collect();
+    if list.len() > 5 {
+        shown.push(format!("and {} more", list.len() - 5));
+    }
+    shown.join(", ")
 }
 
 /// Host files written so far, removed again if the install fails midway.
@@ -605,6 +659,8 @@ pub struct UninstallReport {
     pub removed: Vec<PathBuf>,
     /// Host files edited since install, left in place.
     pub kept: Vec<PathBuf>,
+    /// What the stop had to force (see [`Host::stop_container`]).
+    pub messages: Vec<String>,
 }
 
 /// Stops and removes a container: unit, tmpfiles, unchanged host files,
@@ -622,7 +678,7 @@ pub fn uninstall(host: &Host, name: &str) -> anyhow::Result<UninstallReport> {
     };
     if info.has_container_service {
         if host.systemd.active_state(&unit)?.as_deref() != Some("inactive") {
-            host.stop_container(name)?;
+            report.messages = host.stop_container(name)?;
         }
         host.systemd.disable(&unit)?;
         let unit_path = host.unit_path(name);

@@ -129,7 +129,7 @@ pub struct Rendered {
     pub host_files: Vec<HostFile>,
 }
 
-/// Variables the host provides (overridable), see DESIGN.md; kept next to
+/// Variables the host provides (overridable), see docs/architecture.md; kept next to
 /// `compute_values_on`, which gives them their values.
 const OS_PROVIDED: &[&str] = &[
     "RUN_DIRECTORY",
@@ -285,6 +285,20 @@ pub fn render_on(input: &RenderInput, host: &HostFacts) -> Result<Rendered, Rend
         Some(text) => Some(template::substitute(text, &values, "service.template")?),
         None => Some(default_unit(&values)),
     };
+    // The container belongs to its unit: runc creates it in a child of the
+    // unit's cgroup, which the unit delegates and cleans up after.
+    let (unit, config_json) = match unit {
+        Some(text) => {
+            let slice = service_setting(&text, "Slice");
+            let cgroup = runtime::container_cgroup(slice.as_deref(), input.name);
+            let config_json = with_cgroups_path(&config_json, &cgroup, &mut warnings)?;
+            (
+                Some(bind_container_to_unit(&text, input, &mut warnings)),
+                config_json,
+            )
+        }
+        None => (None, config_json),
+    };
 
     let host_files = match exports {
         Some(e) => host_files(e, &values)?,
@@ -304,6 +318,109 @@ pub fn render_on(input: &RenderInput, host: &HostFacts) -> Result<Rendered, Rend
         tmpfiles,
         host_files,
     })
+}
+
+/// The last value of `key` in the `[Service]` section of a unit.
+fn service_setting(unit: &str, key: &str) -> Option<String> {
+    let mut in_service = false;
+    let mut value = None;
+    for line in unit.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_service = line == "[Service]";
+        } else if let (true, Some((k, v))) = (in_service, line.split_once('=')) {
+            if k.trim() == key {
+                value = Some(v.trim().to_string()).filter(|v| !v.is_empty());
+            }
+        }
+    }
+    value
+}
+
+/// The unit with socle's lifecycle lines at the end of its `[Service]`
+/// section (added when the template has none). A `KillMode` that would let
+/// container processes outlive the unit is replaced, with a warning.
+fn bind_container_to_unit(unit: &str, input: &RenderInput, warnings: &mut Vec<String>) -> String {
+    let image_kill_mode = service_setting(unit, "KillMode");
+    let kill_mode = match image_kill_mode.as_deref() {
+        Some("control-group") => "control-group",
+        Some(other @ ("process" | "none")) => {
+            warnings.push(format!(
+                "service.template: KillMode={other} would let the container's processes outlive its unit; using KillMode=mixed"
+            ));
+            "mixed"
+        }
+        _ => "mixed",
+    };
+    let lines = runtime::unit_lifecycle(input.runtime, input.name, kill_mode);
+    let mut out = String::with_capacity(unit.len() + lines.len() + 16);
+    let mut in_service = false;
+    let mut added = false;
+    for line in unit.split_inclusive('\n') {
+        let header = line.trim();
+        if header.starts_with('[') {
+            if in_service && !added {
+                // Right after the section's last setting, before blank lines.
+                let kept = out.trim_end_matches('\n').len();
+                out.truncate(kept);
+                out.push('\n');
+                out.push_str(&lines);
+                out.push('\n');
+                added = true;
+            }
+            in_service = header == "[Service]";
+        }
+        let setting = line.split_once('=').map(|(k, _)| k.trim());
+        if in_service && setting == Some("KillMode") {
+            // Ours comes last and wins; the image's is kept as a comment.
+            out.push_str("# (replaced by socle) ");
+        }
+        out.push_str(line);
+        if !line.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    if !added {
+        if !in_service {
+            out.push_str("\n[Service]\n");
+        }
+        out.push_str(&lines);
+    }
+    out
+}
+
+/// `config_json` with `linux.cgroupsPath` set to `cgroup`; an image's own
+/// value is replaced, with a warning.
+fn with_cgroups_path(
+    config_json: &str,
+    cgroup: &str,
+    warnings: &mut Vec<String>,
+) -> Result<String, RenderError> {
+    let mut config: Value =
+        serde_json::from_str(config_json).map_err(|e| RenderError::InvalidJson {
+            file: "config.json".to_string(),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })?;
+    let Some(object) = config.as_object_mut() else {
+        return Ok(config_json.to_string());
+    };
+    let linux = object
+        .entry("linux")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let Some(linux) = linux.as_object_mut() else {
+        return Ok(config_json.to_string());
+    };
+    match linux.get("cgroupsPath").and_then(Value::as_str) {
+        Some(p) if p == cgroup => return Ok(config_json.to_string()),
+        Some(p) => warnings.push(format!(
+            "config.json: linux.cgroupsPath {p:?} replaced by {cgroup:?}: the container runs in its unit's cgroup"
+        )),
+        None => {}
+    }
+    linux.insert("cgroupsPath".into(), Value::String(cgroup.to_string()));
+    Ok(serde_json::to_string_pretty(&config).unwrap_or_else(|_| config_json.to_string()) + "\n")
 }
 
 /// The checks atomic made on a config.json before installing it.
@@ -687,10 +804,7 @@ mod tests {
         assert_eq!(r.values["IMAGE_ID"], IMAGE_ID);
         assert_eq!(r.values["ATOMIC"], "/usr/bin/socle");
         assert_eq!(r.values["RUNTIME"], "/usr/bin/runc");
-        assert_eq!(
-            r.values["EXEC_START"],
-            "/usr/bin/runc --systemd-cgroup run 'greeter'"
-        );
+        assert_eq!(r.values["EXEC_START"], "/usr/bin/runc run 'greeter'");
         assert_eq!(r.warnings.len(), 1);
         assert!(r.warnings[0].contains("NAME"));
         assert_eq!(
@@ -872,11 +986,77 @@ mod tests {
     }
 
     #[test]
-    fn literal_config_json_is_used_as_is() {
+    fn literal_config_json_is_used_as_is_but_for_the_cgroup() {
         let text =
             "{\"root\": {\"path\": \"rootfs\", \"readonly\": true}, \"x\": \"$NOT_SUBSTITUTED\"}";
         let case = with_exports(|e| e.config_json = Some(text.into()));
-        assert_eq!(case.render().unwrap().config_json, text);
+        let config: Value = serde_json::from_str(&case.render().unwrap().config_json).unwrap();
+        assert_eq!(
+            config,
+            json!({"root": {"path": "rootfs", "readonly": true}, "x": "$NOT_SUBSTITUTED",
+                   "linux": {"cgroupsPath": "/system.slice/greeter.service/container"}})
+        );
+    }
+
+    #[test]
+    fn the_container_runs_in_its_units_cgroup() {
+        let slice = "[Service]\nExecStart=$EXEC_START\nSlice=infra.slice\n";
+        let case = with_exports(|e| {
+            e.service_template = Some(slice.into());
+            e.config_template = Some(
+                json!({"root": {"path": "rootfs", "readonly": true},
+                       "linux": {"cgroupsPath": "/elsewhere", "namespaces": [{"type": "pid"}]}})
+                .to_string(),
+            );
+        });
+        let r = case.render().unwrap();
+        let config: Value = serde_json::from_str(&r.config_json).unwrap();
+        assert_eq!(
+            config["linux"]["cgroupsPath"],
+            "/infra.slice/greeter.service/container"
+        );
+        assert_eq!(config["linux"]["namespaces"], json!([{"type": "pid"}]));
+        assert!(
+            r.warnings.iter().any(|w| w.contains("/elsewhere")),
+            "{:?}",
+            r.warnings
+        );
+        let unit = r.unit.unwrap();
+        assert!(
+            unit.contains("Slice=infra.slice\n# Added by socle"),
+            "{unit}"
+        );
+        assert!(unit.contains("\nDelegate=yes\nKillMode=mixed\n"), "{unit}");
+    }
+
+    #[test]
+    fn a_kill_mode_that_lets_processes_outlive_the_unit_is_replaced() {
+        for (mode, kept) in [
+            ("process", "mixed"),
+            ("none", "mixed"),
+            ("control-group", "control-group"),
+            ("mixed", "mixed"),
+        ] {
+            let case = with_exports(|e| {
+                e.service_template = Some(format!(
+                    "[Unit]\nDescription=x\n\n[Service]\nExecStart=$EXEC_START\nKillMode={mode}\n\n[Install]\nWantedBy=multi-user.target\n"
+                ))
+            });
+            let r = case.render().unwrap();
+            let unit = r.unit.unwrap();
+            assert_eq!(
+                service_setting(&unit, "KillMode").as_deref(),
+                Some(kept),
+                "{unit}"
+            );
+            let warned = r.warnings.iter().any(|w| w.contains("KillMode"));
+            assert_eq!(warned, kept != mode, "{mode}: {:?}", r.warnings);
+            assert!(
+                unit.ends_with("\n[Install]\nWantedBy=multi-user.target\n"),
+                "{unit}"
+            );
+            assert_unit_verifies("greeter", &unit);
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::fs;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
@@ -19,6 +19,7 @@ use super::{
     Host, Info,
 };
 use crate::store::Store;
+use crate::systemd::JobResult;
 
 pub struct UpdateOptions<'a> {
     pub name: &'a str,
@@ -46,6 +47,9 @@ pub struct UpdateReport {
 
 /// How long a restarted unit must stay active to count as healthy.
 const SETTLE: Duration = Duration::from_secs(3);
+
+/// How long a start outside the health gate (rollback, recovery) is followed.
+const START_WAIT: Duration = Duration::from_secs(90);
 
 fn other(slot: u32) -> u32 {
     1 - slot.min(1)
@@ -121,13 +125,43 @@ impl UnitState for SystemdUnit<'_> {
     }
 }
 
-/// Starts the unit and runs the health gate on it.
+/// Why a start job did not end with `done`, in the service's own terms.
+fn start_failure(host: &Host, unit: &str, job: Option<JobResult>, waited: Duration) -> String {
+    match job {
+        None => format!(
+            "{unit} was still starting after {} s (a Type=notify unit must send READY=1)",
+            waited.as_secs()
+        ),
+        Some(job) => {
+            let why = host
+                .systemd
+                .service_result(unit)
+                .ok()
+                .flatten()
+                .filter(|r| r != "success")
+                .map(|r| format!(", service result {r:?}"))
+                .unwrap_or_default();
+            format!("{unit} did not start (start job {job}{why})")
+        }
+    }
+}
+
+/// Starts the unit, follows the start job to its end and then runs the
+/// health gate on the started unit.
 fn start_healthy(host: &Host, name: &str, info: &Info, timeout: Duration) -> Result<(), String> {
     let unit = unit_name(name);
+    let deadline = Instant::now() + timeout;
     host.systemd
         .reset_failed(&unit)
         .map_err(|e| e.to_string())?;
-    host.systemd.start(&unit).map_err(|e| e.to_string())?;
+    match host
+        .systemd
+        .start(&unit, timeout)
+        .map_err(|e| e.to_string())?
+    {
+        Some(JobResult::Done) => {}
+        job => return Err(start_failure(host, &unit, job, timeout)),
+    }
     let state = SystemdUnit {
         host,
         unit: unit.clone(),
@@ -136,7 +170,23 @@ fn start_healthy(host: &Host, name: &str, info: &Info, timeout: Duration) -> Res
         .probe
         .as_ref()
         .map(|p| (p, host.runtime.as_str(), name));
-    health::wait_healthy(&unit, &state, probe, SETTLE, timeout)
+    // The settle period is part of the gate even when the start used up
+    // most of the user's timeout.
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(SETTLE + Duration::from_secs(2));
+    health::wait_healthy(&unit, &state, probe, SETTLE, left)
+}
+
+/// Starts the unit outside the gate (rollback, recovery): follows the
+/// start job and says how it ended when it was not `done`.
+fn start_unit(host: &Host, name: &str) -> anyhow::Result<Option<String>> {
+    let unit = unit_name(name);
+    host.systemd.reset_failed(&unit)?;
+    Ok(match host.systemd.start(&unit, START_WAIT)? {
+        Some(JobResult::Done) => None,
+        job => Some(start_failure(host, &unit, job, START_WAIT)),
+    })
 }
 
 /// Crash points for tests: `SOCLE_FAILPOINT=update:after-stop` makes socle
@@ -239,9 +289,9 @@ fn recover(host: &Host, name: &str) -> anyhow::Result<Option<(Transition, String
         host.systemd.enable(&unit_name(name))?;
     }
     host.run_tmpfiles("--create", &host.tmpfiles_path(name))?;
+    let mut start_problem = None;
     if t.was_running && info.has_container_service {
-        host.systemd.reset_failed(&unit_name(name))?;
-        host.systemd.start(&unit_name(name))?;
+        start_problem = start_unit(host, name)?;
     }
     // Only now: publishing needed its record of the host files it wrote.
     if discard_new {
@@ -249,10 +299,13 @@ fn recover(host: &Host, name: &str) -> anyhow::Result<Option<(Transition, String
     }
     fsops::remove_any(&path)?;
     fsops::sync_dir(&host.containers_dir())?;
-    let message = format!(
+    let mut message = format!(
         "recovered an interrupted switch from slot {} to slot {}: {name} is on slot {slot} ({})",
         t.from, t.to, info.image
     );
+    if let Some(problem) = start_problem {
+        message.push_str(&format!("; but {problem}"));
+    }
     Ok(Some((t, message)))
 }
 
@@ -329,7 +382,7 @@ pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Resul
     write_transition(host, name, &transition)?;
     failpoint("update:after-journal");
     if was_running {
-        host.stop_container(name)?;
+        report.messages.extend(host.stop_container(name)?);
     }
     failpoint("update:after-stop");
     report
@@ -349,13 +402,18 @@ pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Resul
             fsops::remove_any(&transition_path(host, name))?;
             bail!("{name}: the new deployment is not healthy: {why}; left in place (--no-rollback). Last log lines: {log}");
         }
-        let _ = host.stop_container(name);
+        // The failed deployment must be gone before the old one starts again.
+        host.stop_container(name).with_context(|| {
+            format!("{name}: the new deployment is not healthy ({why}) and could not be stopped; nothing was rolled back")
+        })?;
         switch_to(host, name, slot, &info, &new_info)?;
-        host.systemd.reset_failed(&unit_name(name))?;
-        host.systemd.start(&unit_name(name))?;
+        let restarted = match start_unit(host, name)? {
+            Some(problem) => format!("; and the old deployment did not start again: {problem}"),
+            None => String::new(),
+        };
         fsops::remove_any(&transition_path(host, name))?;
         bail!(
-            "{name}: the new deployment ({}) is not healthy: {why}; rolled back to {} (slot {slot}). Last log lines: {log}",
+            "{name}: the new deployment ({}) is not healthy: {why}; rolled back to {} (slot {slot}){restarted}. Last log lines: {log}",
             new_info.image,
             info.image
         );
@@ -411,17 +469,24 @@ pub fn rollback(host: &Host, name: &str) -> anyhow::Result<UpdateReport> {
             new_id: String::new(),
         },
     )?;
+    let mut messages: Vec<String> = recovered.into_iter().map(|(_, m)| m).collect();
     if was_running {
-        host.stop_container(name)?;
+        messages.extend(host.stop_container(name)?);
     }
     failpoint("rollback:after-stop");
-    let mut messages: Vec<String> = recovered.into_iter().map(|(_, m)| m).collect();
     messages.extend(switch_to(host, name, target, &target_info, &info)?);
+    let mut start_problem = None;
     if was_running && target_info.has_container_service {
-        host.systemd.reset_failed(&unit_name(name))?;
-        host.systemd.start(&unit_name(name))?;
+        start_problem = start_unit(host, name)?;
     }
     fsops::remove_any(&transition_path(host, name))?;
+    if let Some(problem) = start_problem {
+        bail!(
+            "{name}: rolled back to {} (slot {target}), but {problem}. Last log lines: {}",
+            target_info.image,
+            last_log_lines(name)
+        );
+    }
     Ok(UpdateReport {
         name: name.into(),
         image_before: info.image,
