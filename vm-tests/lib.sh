@@ -262,6 +262,40 @@ node_new() {
 # Nodes booted by this shell, for node_cleanup_on_exit.
 SOCLE_VM_BOOTED=()
 
+# The cgroups node NAME's systemd-nspawn runs in, one per hierarchy nspawn
+# uses (the v2 tree; on a hybrid host also name=systemd), below the
+# caller's own. nspawn --keep-unit builds the node's cgroup tree as
+# `payload` beside itself, in the cgroup it was started from: nodes started
+# from one cgroup would share one tree, and each node's systemd would see
+# (as pid 0: another pid namespace) and signal the other nodes' processes
+# in its units' cgroups. A real node has a kernel of its own; so does each
+# node here, as far as cgroups go.
+_vm_node_cgroups() {
+    local name=$1 own
+    if [[ -e /sys/fs/cgroup/cgroup.controllers ]]; then   # cgroup v2 only
+        own=$(awk -F: '$1 == "0" { print $3 }' /proc/self/cgroup)
+        echo "/sys/fs/cgroup${own%/}/socle-vm-$name"
+        return 0
+    fi
+    if [[ -e /sys/fs/cgroup/unified/cgroup.procs ]]; then
+        own=$(awk -F: '$1 == "0" { print $3 }' /proc/self/cgroup)
+        echo "/sys/fs/cgroup/unified${own%/}/socle-vm-$name"
+    fi
+    if [[ -e /sys/fs/cgroup/systemd/cgroup.procs ]]; then
+        own=$(awk -F: '$2 == "name=systemd" { print $3 }' /proc/self/cgroup)
+        echo "/sys/fs/cgroup/systemd${own%/}/socle-vm-$name"
+    fi
+}
+
+# Remove node NAME's cgroups once its nspawn is gone (empty ones only).
+_vm_remove_node_cgroups() {
+    local cg
+    while read -r cg; do
+        [[ -d $cg ]] && find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null
+    done < <(_vm_node_cgroups "$1")
+    return 0
+}
+
 # Boot NAME in the background; extra arguments go to systemd-nspawn
 # (--private-network, --network-bridge=BR, --bind=SRC:DEST, ...).
 # Returns once systemd inside reports "running" or "degraded".
@@ -287,11 +321,19 @@ node_boot() {
     # would take it as "stop now"); the test's exit trap powers nodes off.
     # (With job control on, the job has its own process group already, and
     # setsid would fork, hiding nspawn's PID.)
-    local setsid=setsid
+    local setsid=setsid cgroups cg
     [[ $- != *m* ]] || setsid=
-    TERM=dumb SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 SYSTEMD_SECCOMP=0 \
-        $setsid systemd-nspawn -D "$root" --boot --register=no --keep-unit --capability=all \
-        --machine="$name" "$@" </dev/null >>"$log" 2>&1 &
+    _vm_remove_node_cgroups "$name"      # left by a node that was killed
+    mapfile -t cgroups < <(_vm_node_cgroups "$name")
+    (
+        for cg in "${cgroups[@]}"; do
+            mkdir -p "$cg" && echo "$BASHPID" >"$cg/cgroup.procs" ||
+                { echo "cannot move nspawn into $cg"; exit 1; }
+        done
+        TERM=dumb SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 SYSTEMD_SECCOMP=0 \
+            exec $setsid systemd-nspawn -D "$root" --boot --register=no --keep-unit --capability=all \
+            --machine="$name" "$@"
+    ) </dev/null >>"$log" 2>&1 &
     pid=$!
     echo "$pid $(_vm_starttime "$pid")" >"$dir/nspawn.pid"
     SOCLE_VM_BOOTED+=("$name")
@@ -425,6 +467,7 @@ node_poweroff() {
     fi
     wait "$pid" 2>/dev/null || true     # reap it if this shell started it
     rm -f "$dir/nspawn.pid" "$dir/init.pid"
+    _vm_remove_node_cgroups "$name"
     _vm_log "node $name powered off in $(_vm_fmt_ms $(($(_vm_now_ms) - t0)))"
 }
 
