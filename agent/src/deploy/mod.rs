@@ -288,8 +288,13 @@ impl Host {
     }
 }
 
-/// How long processes left after a stop get to die of SIGKILL.
-const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long processes left after a stop get to die of SIGKILL (unit tests
+/// of a process that never dies should not wait that long).
+const KILL_WAIT: std::time::Duration = if cfg!(test) {
+    std::time::Duration::from_millis(300)
+} else {
+    std::time::Duration::from_secs(10)
+};
 
 /// `pid command` of the first few processes, for messages.
 fn describe_processes(list: &[(u32, String)]) -> String {

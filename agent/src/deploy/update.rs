@@ -45,8 +45,13 @@ pub struct UpdateReport {
     pub messages: Vec<String>,
 }
 
-/// How long a restarted unit must stay active to count as healthy.
-const SETTLE: Duration = Duration::from_secs(3);
+/// How long a restarted unit must stay active to count as healthy (shorter
+/// in unit tests, which drive the gate against a scripted systemd).
+const SETTLE: Duration = if cfg!(test) {
+    Duration::from_millis(300)
+} else {
+    Duration::from_secs(3)
+};
 
 /// How long a start outside the health gate (rollback, recovery) is followed.
 const START_WAIT: Duration = Duration::from_secs(90);
@@ -497,4 +502,165 @@ pub fn rollback(host: &Host, name: &str) -> anyhow::Result<UpdateReport> {
         status: "rolled back".into(),
         messages,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::systemd::{StopOutcome, Systemd, SystemdError};
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
+    /// A systemd that answers from a script and records what it was asked.
+    #[derive(Default)]
+    struct Scripted {
+        start: RefCell<VecDeque<Option<JobResult>>>,
+        states: RefCell<VecDeque<&'static str>>,
+        result: Option<&'static str>,
+        processes: RefCell<VecDeque<Vec<(u32, String)>>>,
+        killed_after: Option<Duration>,
+        calls: RefCell<Vec<String>>,
+    }
+
+    impl Scripted {
+        fn call(&self, what: &str) {
+            self.calls.borrow_mut().push(what.to_string());
+        }
+    }
+
+    impl Systemd for Scripted {
+        fn reload(&self) -> Result<(), SystemdError> {
+            Ok(())
+        }
+        fn enable(&self, _: &str) -> Result<(), SystemdError> {
+            Ok(())
+        }
+        fn disable(&self, _: &str) -> Result<(), SystemdError> {
+            Ok(())
+        }
+        fn start(&self, unit: &str, _: Duration) -> Result<Option<JobResult>, SystemdError> {
+            self.call(&format!("start {unit}"));
+            Ok(self
+                .start
+                .borrow_mut()
+                .pop_front()
+                .unwrap_or(Some(JobResult::Done)))
+        }
+        fn stop(&self, unit: &str) -> Result<StopOutcome, SystemdError> {
+            self.call(&format!("stop {unit}"));
+            Ok(StopOutcome {
+                job: JobResult::Done,
+                killed_after: self.killed_after,
+            })
+        }
+        fn unit_processes(&self, _: &str) -> Result<Vec<(u32, String)>, SystemdError> {
+            Ok(self.processes.borrow_mut().pop_front().unwrap_or_default())
+        }
+        fn kill(&self, unit: &str, signal: i32) -> Result<(), SystemdError> {
+            self.call(&format!("kill {unit} {signal}"));
+            Ok(())
+        }
+        fn service_result(&self, _: &str) -> Result<Option<String>, SystemdError> {
+            Ok(self.result.map(str::to_string))
+        }
+        fn reset_failed(&self, _: &str) -> Result<(), SystemdError> {
+            Ok(())
+        }
+        fn active_state(&self, _: &str) -> Result<Option<String>, SystemdError> {
+            let mut states = self.states.borrow_mut();
+            let s = if states.len() > 1 {
+                states.pop_front()
+            } else {
+                states.front().copied()
+            };
+            Ok(Some(s.unwrap_or("active").to_string()))
+        }
+    }
+
+    fn host(systemd: Scripted) -> Host {
+        Host {
+            state_dir: "/nonexistent".into(),
+            unit_dir: "/nonexistent".into(),
+            tmpfiles_dir: "/nonexistent".into(),
+            host_root: "/nonexistent".into(),
+            // `state` of a runtime that does not exist fails: no container.
+            runtime: "/nonexistent/runc".into(),
+            systemd: Box::new(systemd),
+        }
+    }
+
+    fn info() -> Info {
+        serde_json::from_value(serde_json::json!({
+            "name": "web", "image": "hello:1", "image-id": "sha256:1", "store-commit": "c",
+            "slot": 0, "created": "", "runtime": "runc", "has-container-service": true,
+            "values": {}, "user-values": {}, "installed-files": []
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_failed_start_job_fails_the_gate_with_the_services_reason() {
+        let h = host(Scripted {
+            start: RefCell::new([Some(JobResult::Failed)].into()),
+            result: Some("exit-code"),
+            ..Default::default()
+        });
+        let e = start_healthy(&h, "web", &info(), Duration::from_secs(5)).unwrap_err();
+        assert_eq!(
+            e,
+            "web.service did not start (start job failed, service result \"exit-code\")"
+        );
+    }
+
+    #[test]
+    fn a_start_job_still_running_at_the_deadline_fails_the_gate() {
+        let h = host(Scripted {
+            start: RefCell::new([None].into()),
+            ..Default::default()
+        });
+        let e = start_healthy(&h, "web", &info(), Duration::from_secs(7)).unwrap_err();
+        assert!(e.contains("still starting after 7 s"), "{e}");
+        assert!(e.contains("READY=1"), "{e}");
+    }
+
+    #[test]
+    fn a_started_unit_that_stays_active_passes_the_gate() {
+        let h = host(Scripted::default());
+        start_healthy(&h, "web", &info(), Duration::from_secs(10)).unwrap();
+    }
+
+    #[test]
+    fn a_started_unit_that_dies_during_the_settle_period_fails_the_gate() {
+        let h = host(Scripted {
+            states: RefCell::new(["active", "active", "activating"].into()),
+            ..Default::default()
+        });
+        let e = start_healthy(&h, "web", &info(), Duration::from_secs(10)).unwrap_err();
+        assert!(e.contains("left the active state (activating)"), "{e}");
+    }
+
+    #[test]
+    fn a_stop_reports_the_sigkill_and_kills_what_is_left() {
+        let h = host(Scripted {
+            killed_after: Some(Duration::from_secs(30)),
+            processes: RefCell::new([vec![(42, "/usr/bin/etcd".to_string())], vec![]].into()),
+            ..Default::default()
+        });
+        let messages = h.stop_container("web").unwrap();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(messages[0].contains("within 30 s"), "{messages:?}");
+        assert!(messages[0].contains("SIGKILL"), "{messages:?}");
+        assert!(messages[1].contains("42 /usr/bin/etcd"), "{messages:?}");
+    }
+
+    #[test]
+    fn a_process_that_survives_sigkill_stops_everything() {
+        let survivor = vec![(7, "stuck".to_string())];
+        let h = host(Scripted {
+            processes: RefCell::new(std::iter::repeat_n(survivor, 1000).collect()),
+            ..Default::default()
+        });
+        let e = h.stop_container("web").unwrap_err().to_string();
+        assert!(e.contains("survive SIGKILL (7 stuck)"), "{e}");
+    }
 }
