@@ -1307,6 +1307,48 @@ mod tests {
     }
 
     #[test]
+    fn images_stored_before_merged_trees_check_out_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("repo")).unwrap();
+        let l1 = tar_with(&[("etc/a", b"a"), ("etc/b", b"b")], None);
+        let l2 = tar_with(&[("etc/c", b"c")], Some("etc/.wh.a"));
+        for l in [&l1, &l2] {
+            store
+                .import_layer(&digest(l), &digest(l), Compression::None, &l[..])
+                .unwrap();
+        }
+        let layers = vec![digest(&l1), digest(&l2)];
+        let name = ImageName::parse("old:1").unwrap();
+        // An image commit as socle wrote them before: an empty root and no
+        // merged-tree marker.
+        store.repo.prepare_transaction(cancel()).unwrap();
+        let root = store.write_merged_tree(&[]).unwrap();
+        let md = glib::VariantDict::new(None);
+        md.insert_value(MD_NAME, &name.to_string().to_variant());
+        md.insert_value(MD_MANIFEST_DIGEST, &"sha256:00".to_variant());
+        md.insert_value(MD_CONFIG, &"{}".to_variant());
+        md.insert_value(MD_LAYERS, &layers.to_variant());
+        let commit = store
+            .repo
+            .write_commit_with_time(None, None, None, Some(&md.end()), &root, 0, cancel())
+            .unwrap();
+        store
+            .repo
+            .transaction_set_ref(None, &image_ref(&name), Some(&commit));
+        store.repo.commit_transaction(cancel()).unwrap();
+
+        let img = store.image("old:1").unwrap();
+        let out = dir.path().join("co");
+        store.checkout(&img, &out).unwrap();
+        assert!(!out.join("etc/a").exists());
+        assert_eq!(std::fs::read(out.join("etc/b")).unwrap(), b"b");
+        assert_eq!(std::fs::read(out.join("etc/c")).unwrap(), b"c");
+        // Checkouts never go into an existing directory.
+        let e = store.checkout(&img, &out).unwrap_err();
+        assert!(e.to_string().contains("already exists"), "{e}");
+    }
+
+    #[test]
     fn gzip_and_zstd_layers_import_with_both_digests_checked() {
         use std::io::Write;
         let dir = tempfile::tempdir().unwrap();

@@ -375,9 +375,34 @@ impl Store {
                 layer: digest,
                 checked: &mut checked,
                 report: &mut report,
+                only_new: false,
             };
             if let Some((tree, meta)) =
                 walk.object(ostree::ObjectType::Commit, &layer.commit, "", |v| {
+                    (
+                        ostree::checksum_from_bytes_v(&v.child_value(6)).to_string(),
+                        ostree::checksum_from_bytes_v(&v.child_value(7)).to_string(),
+                    )
+                })
+            {
+                walk.tree("", &tree, &meta);
+            }
+        }
+        // The image's own commit and its merged tree. Its files and most of
+        // its directories are the layers' own objects, checked above; what
+        // only it holds (the directories upper layers change) is written
+        // again when the image is committed again, so damage there counts
+        // as the top layer's: pulling that layer again rebuilds it.
+        if let Some(top) = image.layers.last() {
+            let mut walk = Walk {
+                store: self,
+                layer: top,
+                checked: &mut checked,
+                report: &mut report,
+                only_new: true,
+            };
+            if let Some((tree, meta)) =
+                walk.object(ostree::ObjectType::Commit, &image.commit, "", |v| {
                     (
                         ostree::checksum_from_bytes_v(&v.child_value(6)).to_string(),
                         ostree::checksum_from_bytes_v(&v.child_value(7)).to_string(),
@@ -442,6 +467,9 @@ struct Walk<'a> {
     layer: &'a str,
     checked: &'a mut BTreeMap<(String, String), Option<(String, String)>>,
     report: &'a mut VerifyReport,
+    /// Skip objects an earlier walk checked (and what is below them), not
+    /// reporting their damage a second time.
+    only_new: bool,
 }
 
 impl Walk<'_> {
@@ -456,6 +484,9 @@ impl Walk<'_> {
     ) -> Option<T> {
         let repo = &self.store.repo;
         let key = (format!("{kind:?}"), checksum.to_string());
+        if self.only_new && self.checked.contains_key(&key) {
+            return None;
+        }
         let outcome = self.checked.entry(key).or_insert_with(|| {
             match repo.has_object(kind, checksum, cancel()) {
                 Ok(false) => Some(("missing from the store".into(), String::new())),
