@@ -819,7 +819,7 @@ impl Store {
     ///
     /// Untouched subtrees stay as references to the layers' tree objects, so
     /// the cost is in the directories the upper layers change.
-    pub fn merge_layers(&self, layers: &[StoredLayer]) -> Result<ostree::MutableTree> {
+    fn merge_layers(&self, layers: &[StoredLayer]) -> Result<ostree::MutableTree> {
         let Some((first, upper)) = layers.split_first() else {
             let mtree = ostree::MutableTree::new();
             mtree.set_metadata_checksum(&TreeWriter::dirmeta(&self.repo, 0, 0, 0o755)?);
