@@ -654,6 +654,49 @@ mod tests {
     }
 
     #[test]
+    fn verify_checks_the_directories_only_the_merged_tree_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("repo")).unwrap();
+        let l1 = import(&store, &tar_of(&[("etc/a", b"a")]));
+        let l2_tar = tar_of(&[("etc/b", b"b")]);
+        let l2 = import(&store, &l2_tar);
+        let layers = [l1.clone(), l2.clone()];
+        let img = image(&store, "x:1", "sha256:aa", &layers);
+        assert!(store.verify(&img).unwrap().damaged.is_empty());
+
+        // `etc` holding both a and b exists in no layer, only in the image.
+        let (root, _) = store.repo.read_commit(&img.commit, cancel()).unwrap();
+        let etc = root.resolve_relative_path("etc");
+        let etc = etc.downcast::<ostree::RepoFile>().unwrap();
+        etc.ensure_resolved().unwrap();
+        let tree = etc.tree_get_contents_checksum().unwrap().to_string();
+        let obj = store.object_path(&tree, "dirtree");
+        let mut data = std::fs::read(&obj).unwrap();
+        data[0] ^= 0xff;
+        let mode = std::fs::metadata(&obj).unwrap().permissions();
+        let mut writable = mode.clone();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut writable, 0o600);
+        std::fs::set_permissions(&obj, writable).unwrap();
+        std::fs::write(&obj, &data).unwrap();
+        std::fs::set_permissions(&obj, mode).unwrap();
+
+        let bad = store.verify(&img).unwrap();
+        assert_eq!(bad.damaged.len(), 1, "{bad:?}");
+        assert_eq!(bad.damaged[0].path, "etc");
+        assert_eq!(bad.damaged[0].layer, l2);
+        // Forgetting it and storing the top layer and the image again, as a
+        // repair does, writes it anew.
+        assert_eq!(store.forget_damaged(&bad).unwrap(), [l2.clone()]);
+        import(&store, &l2_tar);
+        let img = image(&store, "x:1", "sha256:aa", &layers);
+        assert!(store.verify(&img).unwrap().damaged.is_empty());
+        let out = dir.path().join("co");
+        store.checkout(&img, &out).unwrap();
+        assert_eq!(std::fs::read(out.join("etc/a")).unwrap(), b"a");
+        assert_eq!(std::fs::read(out.join("etc/b")).unwrap(), b"b");
+    }
+
+    #[test]
     fn verify_finds_a_changed_file_and_forget_lets_it_be_written_again() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("repo")).unwrap();
