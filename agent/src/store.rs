@@ -262,6 +262,25 @@ impl Store {
         })
     }
 
+    /// Starts a transaction. Layers import side by side, each with its own
+    /// handle on the repo; libostree may pick, for one, a staging directory
+    /// another transaction is removing as it commits (`opendir(staging-…):
+    /// No such file or directory`): then it tries again.
+    fn begin_transaction(&self) -> Result<()> {
+        let mut tries = 0;
+        loop {
+            match self.repo.prepare_transaction(cancel()) {
+                Ok(_) => return Ok(()),
+                Err(e) if tries < 5 && e.matches(gio::IOErrorEnum::NotFound) => {
+                    tracing::debug!(error = %e, "staging directory went away; starting again");
+                    let _ = self.repo.abort_transaction(cancel());
+                    tries += 1;
+                }
+                Err(e) => return Err(self.repo_err("prepare transaction")(e)),
+            }
+        }
+    }
+
     fn repo_err(&self, what: &str) -> impl FnOnce(glib::Error) -> StoreError + '_ {
         let what = what.to_string();
         move |e| StoreError::Repo {
@@ -318,9 +337,7 @@ impl Store {
         compression: Compression,
         blob: impl Read,
     ) -> Result<StoredLayer> {
-        self.repo
-            .prepare_transaction(cancel())
-            .map_err(self.repo_err("prepare transaction"))?;
+        self.begin_transaction()?;
         match self.import_layer_in_transaction(digest, diff_id, compression, blob) {
             Ok(layer) => {
                 self.repo
@@ -527,9 +544,7 @@ impl Store {
             .iter()
             .map(|l| self.layer(l))
             .collect::<Result<Vec<_>>>()?;
-        self.repo
-            .prepare_transaction(cancel())
-            .map_err(self.repo_err("prepare transaction"))?;
+        self.begin_transaction()?;
         let result = (|| {
             let root = self.write_merged_tree(&stored)?;
             let md = glib::VariantDict::new(None);
@@ -772,9 +787,7 @@ impl Store {
             .iter()
             .map(|l| self.layer(l))
             .collect::<Result<Vec<_>>>()?;
-        self.repo
-            .prepare_transaction(cancel())
-            .map_err(self.repo_err("prepare transaction"))?;
+        self.begin_transaction()?;
         let result = (|| {
             let root = self.write_merged_tree(&stored)?;
             self.repo
