@@ -271,7 +271,7 @@ impl Store {
         loop {
             match self.repo.prepare_transaction(cancel()) {
                 Ok(_) => return Ok(()),
-                Err(e) if tries < 5 && e.matches(gio::IOErrorEnum::NotFound) => {
+                Err(e) if tries < 20 && e.matches(gio::IOErrorEnum::NotFound) => {
                     tracing::debug!(error = %e, "staging directory went away; starting again");
                     let _ = self.repo.abort_transaction(cancel());
                     tries += 1;
@@ -1383,6 +1383,36 @@ mod tests {
                 .unwrap_err();
             assert!(e.to_string().contains("diff_id"), "{e}");
         }
+    }
+
+    #[test]
+    fn layers_import_side_by_side() {
+        // As pull does: a handle per thread, one transaction per layer.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("repo");
+        Store::open(&path).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let path = &path;
+                s.spawn(move || {
+                    let store = Store::open(path).unwrap();
+                    for i in 0..40 {
+                        let name = format!("t{t}/f{i}");
+                        let l = tar_with(&[(name.as_str(), name.as_bytes())], None);
+                        store
+                            .import_layer_unpruned(
+                                &digest(&l),
+                                &digest(&l),
+                                Compression::None,
+                                &l[..],
+                            )
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.layer_digests().unwrap().len(), 160);
     }
 
     #[test]
