@@ -288,12 +288,13 @@ fn import_all(
         .unwrap_or(0);
     let error = errors.swap_remove(first);
     // Layers that arrived whole and verified are kept, so pulling again
-    // fetches only the rest; but a source that served damaged data gets
-    // nothing of this pull into the store.
+    // fetches only the rest; but a source that served damaged data, or an
+    // image with a layer socle refuses to apply, gets nothing of this pull
+    // into the store.
     let committed = committed.into_inner().expect("committed lock");
     let damaged = matches!(
         error.downcast_ref::<StoreError>(),
-        Some(StoreError::DigestMismatch { .. })
+        Some(StoreError::DigestMismatch { .. } | StoreError::Refused { .. })
     );
     if damaged {
         store.remove_layer_refs(&committed)?;

@@ -4,8 +4,14 @@
 //! Layers are imported straight from their tar stream into ostree objects:
 //! one decompression, the blob digest and the diff_id checked while the bytes
 //! flow, nothing extracted to a temporary directory. OCI whiteouts are not
-//! stored as files; they are recorded in the layer's commit metadata and
-//! applied when the image is checked out.
+//! stored as files; they are recorded in the layer's commit metadata.
+//!
+//! An image's layers are composed as trees inside the store, never on disk:
+//! [`Store::commit_image`] merges them (whiteouts, opaque directories, then
+//! the upper layer's entries, with OCI semantics) into one ostree tree, the
+//! root of the image's commit. A checkout writes that single tree into a
+//! directory that does not exist yet, so no path of an image is ever opened
+//! through a symlink another layer (or the host) put there.
 //!
 //! Refs follow atomic's layout so its users find their way: `ociimage/<hex>`
 //! for a layer, `ociimage/<encoded name>` for an image.
@@ -35,6 +41,12 @@ const MD_DIGEST: &str = "socle.digest";
 const MD_DIFF_ID: &str = "socle.diff-id";
 const MD_WHITEOUTS: &str = "socle.whiteouts";
 const MD_OPAQUE: &str = "socle.opaque-dirs";
+/// Directories a layer's tar did not describe (created as parents of its
+/// entries): they keep the metadata of the layer below.
+const MD_IMPLICIT: &str = "socle.implicit-dirs";
+/// Set on image commits whose root is the merged tree of their layers;
+/// images stored before that have an empty root.
+const MD_MERGED: &str = "socle.merged-tree";
 const MD_UNPACKED: &str = "socle.unpacked-size";
 const MD_NAME: &str = "socle.name";
 const MD_SOURCE: &str = "socle.source";
@@ -54,6 +66,10 @@ pub enum StoreError {
     Repo { path: PathBuf, message: String },
     #[error("layer {digest}: {message}")]
     Layer { digest: String, message: String },
+    /// The layer describes something socle will not apply (a path leaving
+    /// the root, a whiteout that names no file, …): the image is refused.
+    #[error("layer {digest}: {message}")]
+    Refused { digest: String, message: String },
     #[error(
         "layer {digest}: {what} digest mismatch: the data hashes to {actual} (nothing was stored)"
     )]
@@ -83,6 +99,9 @@ pub struct StoredLayer {
     pub commit: String,
     pub whiteouts: Vec<String>,
     pub opaque_dirs: Vec<String>,
+    /// Directories created only as parents of the layer's entries; `None`
+    /// for layers stored before this was recorded.
+    pub implicit_dirs: Option<Vec<String>>,
     pub unpacked_size: u64,
 }
 
@@ -243,6 +262,25 @@ impl Store {
         })
     }
 
+    /// Starts a transaction. Layers import side by side, each with its own
+    /// handle on the repo; libostree may pick, for one, a staging directory
+    /// another transaction is removing as it commits (`opendir(staging-…):
+    /// No such file or directory`): then it tries again.
+    fn begin_transaction(&self) -> Result<()> {
+        let mut tries = 0;
+        loop {
+            match self.repo.prepare_transaction(cancel()) {
+                Ok(_) => return Ok(()),
+                Err(e) if tries < 20 && e.matches(gio::IOErrorEnum::NotFound) => {
+                    tracing::debug!(error = %e, "staging directory went away; starting again");
+                    let _ = self.repo.abort_transaction(cancel());
+                    tries += 1;
+                }
+                Err(e) => return Err(self.repo_err("prepare transaction")(e)),
+            }
+        }
+    }
+
     fn repo_err(&self, what: &str) -> impl FnOnce(glib::Error) -> StoreError + '_ {
         let what = what.to_string();
         move |e| StoreError::Repo {
@@ -299,9 +337,7 @@ impl Store {
         compression: Compression,
         blob: impl Read,
     ) -> Result<StoredLayer> {
-        self.repo
-            .prepare_transaction(cancel())
-            .map_err(self.repo_err("prepare transaction"))?;
+        self.begin_transaction()?;
         match self.import_layer_in_transaction(digest, diff_id, compression, blob) {
             Ok(layer) => {
                 self.repo
@@ -377,7 +413,13 @@ impl Store {
                 .map_err(|e| layer_err(format!("reading tar: {e}")))?;
             for entry in entries {
                 let entry = entry.map_err(|e| layer_err(format!("reading tar: {e}")))?;
-                writer.add(entry).map_err(|e| layer_err(e.to_string()))?;
+                writer.add(entry).map_err(|e| match e {
+                    EntryError::Refused { .. } => StoreError::Refused {
+                        digest: digest.to_string(),
+                        message: e.to_string(),
+                    },
+                    EntryError::Entry { .. } => layer_err(e.to_string()),
+                })?;
             }
             uncompressed
                 .finish()
@@ -416,12 +458,13 @@ impl Store {
             });
         }
 
-        let (root, whiteouts, opaque_dirs) = writer.finish()?;
+        let (root, whiteouts, opaque_dirs, implicit_dirs) = writer.finish()?;
         let md = glib::VariantDict::new(None);
         md.insert_value(MD_DIGEST, &digest.to_variant());
         md.insert_value(MD_DIFF_ID, &diff_id.to_variant());
         md.insert_value(MD_WHITEOUTS, &whiteouts.to_variant());
         md.insert_value(MD_OPAQUE, &opaque_dirs.to_variant());
+        md.insert_value(MD_IMPLICIT, &implicit_dirs.to_variant());
         md.insert_value(MD_UNPACKED, &unpacked.to_variant());
         let commit = self
             .repo
@@ -443,6 +486,7 @@ impl Store {
             commit,
             whiteouts,
             opaque_dirs,
+            implicit_dirs: Some(implicit_dirs),
             unpacked_size: unpacked,
         })
     }
@@ -470,6 +514,7 @@ impl Store {
                 .ok()
                 .flatten()
                 .unwrap_or_default(),
+            implicit_dirs: md.lookup::<Vec<String>>(MD_IMPLICIT).ok().flatten(),
             unpacked_size: md.lookup::<u64>(MD_UNPACKED).ok().flatten().unwrap_or(0),
             commit,
         })
@@ -484,7 +529,8 @@ impl Store {
     }
 
     /// Records an image whose layers are all in the store; replaces an older
-    /// image of the same name.
+    /// image of the same name. The commit's root is the image's file system:
+    /// its layers merged in the store (see [`Store::merge_layers`]).
     pub fn commit_image(
         &self,
         name: &ImageName,
@@ -494,26 +540,13 @@ impl Store {
         layers: &[String],
         source: &str,
     ) -> Result<StoredImage> {
-        for l in layers {
-            self.layer(l)?;
-        }
-        self.repo
-            .prepare_transaction(cancel())
-            .map_err(self.repo_err("prepare transaction"))?;
+        let stored = layers
+            .iter()
+            .map(|l| self.layer(l))
+            .collect::<Result<Vec<_>>>()?;
+        self.begin_transaction()?;
         let result = (|| {
-            let mtree = ostree::MutableTree::new();
-            let meta = TreeWriter::dirmeta(&self.repo, 0, 0, 0o755)?;
-            mtree.set_metadata_checksum(&meta);
-            let root = self
-                .repo
-                .write_mtree(&mtree, cancel())
-                .map_err(self.repo_err("write image tree"))?;
-            let root = root
-                .downcast::<ostree::RepoFile>()
-                .map_err(|_| StoreError::Repo {
-                    path: self.path.clone(),
-                    message: "write_mtree did not return a RepoFile".into(),
-                })?;
+            let root = self.write_merged_tree(&stored)?;
             let md = glib::VariantDict::new(None);
             let manifest_str = String::from_utf8_lossy(manifest).to_string();
             md.insert_value(MD_NAME, &name.to_string().to_variant());
@@ -526,6 +559,7 @@ impl Store {
                 &String::from_utf8_lossy(config).to_string().to_variant(),
             );
             md.insert_value(MD_LAYERS, &layers.to_variant());
+            md.insert_value(MD_MERGED, &true.to_variant());
             let commit = self
                 .repo
                 .write_commit_with_time(
@@ -694,9 +728,9 @@ impl Store {
             .sum()
     }
 
-    /// Checks an image out into `dest` (which must not exist) as hardlinks
-    /// into the store, layer by layer, applying each layer's whiteouts to
-    /// what the layers below put there.
+    /// Checks an image out into `dest`, which must not exist, as hardlinks
+    /// into the store: one tree, the image's layers merged in the store, so
+    /// nothing is ever written through a path an earlier layer put there.
     pub fn checkout(&self, image: &StoredImage, dest: &Path) -> Result<()> {
         let err = |message: String| StoreError::Checkout {
             image: image.name.to_string(),
@@ -711,65 +745,244 @@ impl Store {
             .ok_or_else(|| err("destination has no file name".into()))?;
         std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
         let parent_fd = File::open(parent).map_err(|e| err(e.to_string()))?;
+        let merged = self
+            .commit_metadata(&image.commit)?
+            .lookup::<bool>(MD_MERGED)
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+        let commit = if merged {
+            image.commit.clone()
+        } else {
+            self.merged_commit_of_old_image(image)?
+        };
         let user_mode = self.repo.mode() != ostree::RepoMode::Bare;
-        for digest in &image.layers {
-            let layer = self.layer(digest)?;
-            if dest.exists() {
-                apply_whiteouts(dest, &layer).map_err(|e| err(e.to_string()))?;
-            }
-            let opts = ostree::RepoCheckoutAtOptions {
-                mode: if user_mode {
-                    ostree::RepoCheckoutMode::User
-                } else {
-                    ostree::RepoCheckoutMode::None
-                },
-                overwrite_mode: ostree::RepoCheckoutOverwriteMode::UnionFiles,
-                // Deployments must cost no file data: refuse to copy.
-                no_copy_fallback: true,
-                ..Default::default()
-            };
-            self.repo
-                .checkout_at(
-                    Some(&opts),
-                    parent_fd.as_raw_fd(),
-                    base,
-                    &layer.commit,
-                    cancel(),
-                )
-                .map_err(|e| err(format!("layer {digest}: {e}")))?;
+        let opts = ostree::RepoCheckoutAtOptions {
+            mode: if user_mode {
+                ostree::RepoCheckoutMode::User
+            } else {
+                ostree::RepoCheckoutMode::None
+            },
+            // The destination must not exist: ostree creates it and every
+            // path below it, so nothing there can redirect a write.
+            overwrite_mode: ostree::RepoCheckoutOverwriteMode::None,
+            // Deployments must cost no file data: refuse to copy.
+            no_copy_fallback: true,
+            ..Default::default()
+        };
+        if dest.symlink_metadata().is_ok() {
+            return Err(err("the destination already exists".into()));
         }
-        if !dest.exists() {
-            std::fs::create_dir_all(dest).map_err(|e| err(e.to_string()))?;
+        self.repo
+            .checkout_at(Some(&opts), parent_fd.as_raw_fd(), base, &commit, cancel())
+            .map_err(|e| err(e.to_string()))
+    }
+
+    /// Images stored before their commit held the merged tree: merges their
+    /// layers now into a commit no ref names (the next prune drops it; the
+    /// checkout, hardlinks, keeps its files).
+    fn merged_commit_of_old_image(&self, image: &StoredImage) -> Result<String> {
+        let stored = image
+            .layers
+            .iter()
+            .map(|l| self.layer(l))
+            .collect::<Result<Vec<_>>>()?;
+        self.begin_transaction()?;
+        let result = (|| {
+            let root = self.write_merged_tree(&stored)?;
+            self.repo
+                .write_commit_with_time(None, None, None, None, &root, 0, cancel())
+                .map_err(self.repo_err("write merged commit"))
+        })();
+        match result {
+            Ok(commit) => {
+                self.repo
+                    .commit_transaction(cancel())
+                    .map_err(self.repo_err("commit transaction"))?;
+                Ok(commit.to_string())
+            }
+            Err(e) => {
+                let _ = self.repo.abort_transaction(cancel());
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the merged tree of `layers` (in a transaction).
+    fn write_merged_tree(&self, layers: &[StoredLayer]) -> Result<ostree::RepoFile> {
+        let mtree = self.merge_layers(layers)?;
+        let root = self
+            .repo
+            .write_mtree(&mtree, cancel())
+            .map_err(self.repo_err("write image tree"))?;
+        root.downcast::<ostree::RepoFile>()
+            .map_err(|_| StoreError::Repo {
+                path: self.path.clone(),
+                message: "write_mtree did not return a RepoFile".into(),
+            })
+    }
+
+    /// Composes an image's layers as ostree trees, bottom to top, the way an
+    /// OCI runtime unpacks them: each layer's opaque directories and
+    /// whiteouts remove entries of the tree so far, then its entries go on
+    /// top. A directory replaces a file or symlink of the same name (which is
+    /// gone, not followed), a file or symlink replaces a whole directory, and
+    /// directories merge, taking the upper layer's metadata when its tar
+    /// described them. Only trees are touched: no path is resolved on disk.
+    ///
+    /// Untouched subtrees stay as references to the layers' tree objects, so
+    /// the cost is in the directories the upper layers change.
+    fn merge_layers(&self, layers: &[StoredLayer]) -> Result<ostree::MutableTree> {
+        let Some((first, upper)) = layers.split_first() else {
+            let mtree = ostree::MutableTree::new();
+            mtree.set_metadata_checksum(&TreeWriter::dirmeta(&self.repo, 0, 0, 0o755)?);
+            return Ok(mtree);
+        };
+        let layer_err = |layer: &StoredLayer, message: String| StoreError::Layer {
+            digest: layer.digest.clone(),
+            message,
+        };
+        let tree_of = |layer: &StoredLayer| {
+            ostree::MutableTree::from_commit(&self.repo, &layer.commit)
+                .map_err(|e| layer_err(layer, format!("reading its tree: {e}")))
+        };
+        let merged = tree_of(first)?;
+        for layer in upper {
+            let g = |e: glib::Error| layer_err(layer, e.to_string());
+            for dir in &layer.opaque_dirs {
+                let components = whiteout_components(dir)
+                    .map_err(|m| layer_err(layer, format!("opaque directory {dir:?}: {m}")))?;
+                if let Some(t) = subdir(&merged, &components).map_err(g)? {
+                    let (files, dirs) = entries(&t).map_err(g)?;
+                    for name in files.keys().chain(dirs.keys()) {
+                        t.remove(name, false).map_err(g)?;
+                    }
+                }
+            }
+            for path in &layer.whiteouts {
+                let components = whiteout_components(path)
+                    .map_err(|m| layer_err(layer, format!("whiteout {path:?}: {m}")))?;
+                let Some((name, parents)) = components.split_last() else {
+                    return Err(layer_err(
+                        layer,
+                        format!("whiteout {path:?}: it names no entry"),
+                    ));
+                };
+                if let Some(t) = subdir(&merged, parents).map_err(g)? {
+                    t.remove(name, true).map_err(g)?;
+                }
+            }
+            let implicit: Option<std::collections::HashSet<&str>> = layer
+                .implicit_dirs
+                .as_ref()
+                .map(|v| v.iter().map(String::as_str).collect());
+            // Layers stored before implicit directories were recorded keep
+            // the metadata of the directories below, as checkouts did.
+            let described = |path: &str| implicit.as_ref().is_some_and(|i| !i.contains(path));
+            let top = tree_of(layer)?;
+            if described("") {
+                merged.set_metadata_checksum(&top.metadata_checksum());
+            }
+            self.union(&merged, &top, "", &described).map_err(g)?;
+        }
+        Ok(merged)
+    }
+
+    /// Puts `upper`'s entries on `lower` (see [`Store::merge_layers`]).
+    fn union(
+        &self,
+        lower: &ostree::MutableTree,
+        upper: &ostree::MutableTree,
+        path: &str,
+        described: &dyn Fn(&str) -> bool,
+    ) -> std::result::Result<(), glib::Error> {
+        let (up_files, up_dirs) = entries(upper)?;
+        let (_, low_dirs) = entries(lower)?;
+        for (name, checksum) in &up_files {
+            lower.remove(name, true)?;
+            lower.replace_file(name, checksum)?;
+        }
+        for (name, up) in &up_dirs {
+            let sub_path = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}/{name}")
+            };
+            if let Some(low) = low_dirs.get(name) {
+                if described(&sub_path) {
+                    low.set_metadata_checksum(&up.metadata_checksum());
+                }
+                self.union(low, up, &sub_path, described)?;
+                continue;
+            }
+            // New here, or replacing a file or symlink: the upper directory
+            // as it is, by reference to its tree object.
+            lower.remove(name, true)?;
+            let new = lower.ensure_dir(name)?;
+            if !new.fill_empty_from_dirtree(
+                &self.repo,
+                &up.contents_checksum(),
+                &up.metadata_checksum(),
+            ) {
+                return Err(glib::Error::new(
+                    gio::IOErrorEnum::Failed,
+                    &format!("{sub_path}: cannot take the directory from the layer"),
+                ));
+            }
         }
         Ok(())
     }
 }
 
-/// Removes what a layer's whiteouts hide from the layers below it.
-fn apply_whiteouts(root: &Path, layer: &StoredLayer) -> io::Result<()> {
-    for dir in &layer.opaque_dirs {
-        let d = root.join(dir);
-        if d.is_dir() {
-            for entry in std::fs::read_dir(&d)? {
-                remove_any(&entry?.path())?;
-            }
-        }
-    }
-    for path in &layer.whiteouts {
-        let p = root.join(path);
-        if p.symlink_metadata().is_ok() {
-            remove_any(&p)?;
-        }
-    }
-    Ok(())
+/// A tree's files (and symlinks) and subdirectories, loading it from the
+/// store if it was not yet.
+#[allow(clippy::type_complexity)]
+fn entries(
+    t: &ostree::MutableTree,
+) -> std::result::Result<
+    (
+        BTreeMap<String, String>,
+        BTreeMap<String, ostree::MutableTree>,
+    ),
+    glib::Error,
+> {
+    let files = t.copy_files().into_iter().collect();
+    let dirs = t.copy_subdirs().into_iter().collect();
+    // Loading errors are cached in the tree rather than returned.
+    t.check_error()?;
+    Ok((files, dirs))
 }
 
-fn remove_any(p: &Path) -> io::Result<()> {
-    if p.symlink_metadata()?.is_dir() {
-        std::fs::remove_dir_all(p)
-    } else {
-        std::fs::remove_file(p)
+/// The directory at `components` in `root`, when every component is a
+/// directory there. A file or symlink on the way means there is none: a
+/// path is never resolved through a link.
+fn subdir(
+    root: &ostree::MutableTree,
+    components: &[&str],
+) -> std::result::Result<Option<ostree::MutableTree>, glib::Error> {
+    let mut t = root.clone();
+    for c in components {
+        let (_, mut dirs) = entries(&t)?;
+        match dirs.remove(*c) {
+            Some(d) => t = d,
+            None => return Ok(None),
+        }
     }
+    Ok(Some(t))
+}
+
+/// The components of a recorded whiteout or opaque directory path, each a
+/// plain name (no empty, `.` or `..` component).
+fn whiteout_components(path: &str) -> std::result::Result<Vec<&str>, String> {
+    if path.is_empty() {
+        return Ok(Vec::new());
+    }
+    path.split('/')
+        .map(|c| match c {
+            "" | "." | ".." => Err(format!("{c:?} is not a name")),
+            c => Ok(c),
+        })
+        .collect()
 }
 
 /// Builds an ostree tree from tar entries.
@@ -782,12 +995,17 @@ struct TreeWriter<'r> {
     files: HashMap<String, String>,
     whiteouts: Vec<String>,
     opaque_dirs: Vec<String>,
+    /// Directories the tar described with an entry of their own (`""`: the
+    /// root); the others were created as parents and are recorded.
+    described_dirs: std::collections::HashSet<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 enum EntryError {
     #[error("{path}: {message}")]
     Entry { path: String, message: String },
+    #[error("{path}: {message}")]
+    Refused { path: String, message: String },
 }
 
 impl<'r> TreeWriter<'r> {
@@ -803,6 +1021,7 @@ impl<'r> TreeWriter<'r> {
             files: HashMap::new(),
             whiteouts: Vec::new(),
             opaque_dirs: Vec::new(),
+            described_dirs: std::collections::HashSet::new(),
         })
     }
 
@@ -837,6 +1056,7 @@ impl<'r> TreeWriter<'r> {
                 Ok((_, Some(sub))) => sub,
                 // A file of that name is replaced by the directory, as tar would.
                 _ => {
+                    t.remove(c, true)?;
                     let sub = t.ensure_dir(c)?;
                     sub.set_metadata_checksum(&self.default_dirmeta);
                     sub
@@ -853,11 +1073,15 @@ impl<'r> TreeWriter<'r> {
             path: path.clone(),
             message,
         };
+        let refuse = |message: String| EntryError::Refused {
+            path: path.clone(),
+            message,
+        };
         let mut components: Vec<&str> = Vec::new();
         for c in path.split('/') {
             match c {
                 "" | "." => {}
-                ".." => return Err(e("path escapes the layer root".into())),
+                ".." => return Err(refuse("path escapes the layer root".into())),
                 c => components.push(c),
             }
         }
@@ -875,6 +1099,7 @@ impl<'r> TreeWriter<'r> {
                     .cached_dirmeta(uid, gid, mode)
                     .map_err(|x| e(x.to_string()))?;
                 self.root.set_metadata_checksum(&meta);
+                self.described_dirs.insert(String::new());
             }
             return Ok(());
         };
@@ -883,6 +1108,10 @@ impl<'r> TreeWriter<'r> {
             let parent = parents.join("/");
             if hidden == ".wh..opq" {
                 self.opaque_dirs.push(parent);
+            } else if hidden.is_empty() || hidden == "." || hidden == ".." {
+                return Err(refuse(format!(
+                    "whiteout {name:?} hides no entry ({hidden:?} is not a file name)"
+                )));
             } else {
                 self.whiteouts.push(if parent.is_empty() {
                     hidden.to_string()
@@ -898,8 +1127,14 @@ impl<'r> TreeWriter<'r> {
                 let meta = self
                     .cached_dirmeta(uid, gid, mode)
                     .map_err(|x| e(x.to_string()))?;
+                // A directory replaces a file or symlink of that name
+                // from earlier in the same tar.
+                if let Ok((Some(_), None)) = parent.lookup(name) {
+                    parent.remove(name, false).map_err(g)?;
+                }
                 let t = parent.ensure_dir(name).map_err(g)?;
                 t.set_metadata_checksum(&meta);
+                self.described_dirs.insert(rel);
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let size = entry.size();
@@ -957,10 +1192,11 @@ impl<'r> TreeWriter<'r> {
                     .trim_start_matches('/')
                     .to_string();
                 let checksum = self.files.get(&target).cloned().ok_or_else(|| {
-                    e(format!(
+                    refuse(format!(
                         "hardlink to {target}, which is not earlier in this layer"
                     ))
                 })?;
+                parent.remove(name, true).map_err(g)?;
                 parent.replace_file(name, &checksum).map_err(g)?;
                 self.files.insert(rel, checksum);
             }
@@ -973,7 +1209,30 @@ impl<'r> TreeWriter<'r> {
         Ok(())
     }
 
-    fn finish(self) -> Result<(ostree::RepoFile, Vec<String>, Vec<String>)> {
+    /// Directories (by path) created only as parents of other entries.
+    fn implicit_dirs(&self) -> std::result::Result<Vec<String>, glib::Error> {
+        let mut out = Vec::new();
+        let mut stack = vec![(String::new(), self.root.clone())];
+        while let Some((path, t)) = stack.pop() {
+            if !self.described_dirs.contains(&path) {
+                out.push(path.clone());
+            }
+            let (_, dirs) = entries(&t)?;
+            for (name, sub) in dirs {
+                let p = if path.is_empty() {
+                    name
+                } else {
+                    format!("{path}/{name}")
+                };
+                stack.push((p, sub));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn finish(self) -> Result<(ostree::RepoFile, Vec<String>, Vec<String>, Vec<String>)> {
         let err = |message: String| StoreError::Repo {
             path: PathBuf::new(),
             message,
@@ -982,10 +1241,13 @@ impl<'r> TreeWriter<'r> {
             .repo
             .write_mtree(&self.root, cancel())
             .map_err(|e| err(format!("write layer tree: {e}")))?;
+        let implicit = self
+            .implicit_dirs()
+            .map_err(|e| err(format!("list layer directories: {e}")))?;
         let root = root
             .downcast::<ostree::RepoFile>()
             .map_err(|_| err("write_mtree did not return a RepoFile".into()))?;
-        Ok((root, self.whiteouts, self.opaque_dirs))
+        Ok((root, self.whiteouts, self.opaque_dirs, implicit))
     }
 }
 
@@ -1058,6 +1320,48 @@ mod tests {
     }
 
     #[test]
+    fn images_stored_before_merged_trees_check_out_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("repo")).unwrap();
+        let l1 = tar_with(&[("etc/a", b"a"), ("etc/b", b"b")], None);
+        let l2 = tar_with(&[("etc/c", b"c")], Some("etc/.wh.a"));
+        for l in [&l1, &l2] {
+            store
+                .import_layer(&digest(l), &digest(l), Compression::None, &l[..])
+                .unwrap();
+        }
+        let layers = vec![digest(&l1), digest(&l2)];
+        let name = ImageName::parse("old:1").unwrap();
+        // An image commit as socle wrote them before: an empty root and no
+        // merged-tree marker.
+        store.repo.prepare_transaction(cancel()).unwrap();
+        let root = store.write_merged_tree(&[]).unwrap();
+        let md = glib::VariantDict::new(None);
+        md.insert_value(MD_NAME, &name.to_string().to_variant());
+        md.insert_value(MD_MANIFEST_DIGEST, &"sha256:00".to_variant());
+        md.insert_value(MD_CONFIG, &"{}".to_variant());
+        md.insert_value(MD_LAYERS, &layers.to_variant());
+        let commit = store
+            .repo
+            .write_commit_with_time(None, None, None, Some(&md.end()), &root, 0, cancel())
+            .unwrap();
+        store
+            .repo
+            .transaction_set_ref(None, &image_ref(&name), Some(&commit));
+        store.repo.commit_transaction(cancel()).unwrap();
+
+        let img = store.image("old:1").unwrap();
+        let out = dir.path().join("co");
+        store.checkout(&img, &out).unwrap();
+        assert!(!out.join("etc/a").exists());
+        assert_eq!(std::fs::read(out.join("etc/b")).unwrap(), b"b");
+        assert_eq!(std::fs::read(out.join("etc/c")).unwrap(), b"c");
+        // Checkouts never go into an existing directory.
+        let e = store.checkout(&img, &out).unwrap_err();
+        assert!(e.to_string().contains("already exists"), "{e}");
+    }
+
+    #[test]
     fn gzip_and_zstd_layers_import_with_both_digests_checked() {
         use std::io::Write;
         let dir = tempfile::tempdir().unwrap();
@@ -1079,6 +1383,36 @@ mod tests {
                 .unwrap_err();
             assert!(e.to_string().contains("diff_id"), "{e}");
         }
+    }
+
+    #[test]
+    fn layers_import_side_by_side() {
+        // As pull does: a handle per thread, one transaction per layer.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("repo");
+        Store::open(&path).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let path = &path;
+                s.spawn(move || {
+                    let store = Store::open(path).unwrap();
+                    for i in 0..40 {
+                        let name = format!("t{t}/f{i}");
+                        let l = tar_with(&[(name.as_str(), name.as_bytes())], None);
+                        store
+                            .import_layer_unpruned(
+                                &digest(&l),
+                                &digest(&l),
+                                Compression::None,
+                                &l[..],
+                            )
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.layer_digests().unwrap().len(), 160);
     }
 
     #[test]

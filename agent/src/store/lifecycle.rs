@@ -375,9 +375,34 @@ impl Store {
                 layer: digest,
                 checked: &mut checked,
                 report: &mut report,
+                only_new: false,
             };
             if let Some((tree, meta)) =
                 walk.object(ostree::ObjectType::Commit, &layer.commit, "", |v| {
+                    (
+                        ostree::checksum_from_bytes_v(&v.child_value(6)).to_string(),
+                        ostree::checksum_from_bytes_v(&v.child_value(7)).to_string(),
+                    )
+                })
+            {
+                walk.tree("", &tree, &meta);
+            }
+        }
+        // The image's own commit and its merged tree. Its files and most of
+        // its directories are the layers' own objects, checked above; what
+        // only it holds (the directories upper layers change) is written
+        // again when the image is committed again, so damage there counts
+        // as the top layer's: pulling that layer again rebuilds it.
+        if let Some(top) = image.layers.last() {
+            let mut walk = Walk {
+                store: self,
+                layer: top,
+                checked: &mut checked,
+                report: &mut report,
+                only_new: true,
+            };
+            if let Some((tree, meta)) =
+                walk.object(ostree::ObjectType::Commit, &image.commit, "", |v| {
                     (
                         ostree::checksum_from_bytes_v(&v.child_value(6)).to_string(),
                         ostree::checksum_from_bytes_v(&v.child_value(7)).to_string(),
@@ -442,6 +467,9 @@ struct Walk<'a> {
     layer: &'a str,
     checked: &'a mut BTreeMap<(String, String), Option<(String, String)>>,
     report: &'a mut VerifyReport,
+    /// Skip objects an earlier walk checked (and what is below them), not
+    /// reporting their damage a second time.
+    only_new: bool,
 }
 
 impl Walk<'_> {
@@ -456,6 +484,9 @@ impl Walk<'_> {
     ) -> Option<T> {
         let repo = &self.store.repo;
         let key = (format!("{kind:?}"), checksum.to_string());
+        if self.only_new && self.checked.contains_key(&key) {
+            return None;
+        }
         let outcome = self.checked.entry(key).or_insert_with(|| {
             match repo.has_object(kind, checksum, cancel()) {
                 Ok(false) => Some(("missing from the store".into(), String::new())),
@@ -620,6 +651,52 @@ mod tests {
         assert_eq!(removed, [&a]);
         assert!(store.has_layer(&base).unwrap() && store.has_layer(&b).unwrap());
         assert!(store.refs_under(HELD_PREFIX).unwrap().is_empty());
+    }
+
+    #[test]
+    fn verify_checks_the_directories_only_the_merged_tree_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("repo")).unwrap();
+        let l1 = import(&store, &tar_of(&[("etc/a", b"a")]));
+        let l2_tar = tar_of(&[("etc/b", b"b")]);
+        let l2 = import(&store, &l2_tar);
+        let layers = [l1.clone(), l2.clone()];
+        let img = image(&store, "x:1", "sha256:aa", &layers);
+        assert!(store.verify(&img).unwrap().damaged.is_empty());
+
+        // `etc` holding both a and b exists in no layer, only in the image.
+        let (root, _) = store.repo.read_commit(&img.commit, cancel()).unwrap();
+        let etc = root.resolve_relative_path("etc");
+        let etc = etc.downcast::<ostree::RepoFile>().unwrap();
+        etc.ensure_resolved().unwrap();
+        let tree = etc.tree_get_contents_checksum().unwrap().to_string();
+        let obj = store.object_path(&tree, "dirtree");
+        let mut data = std::fs::read(&obj).unwrap();
+        data[0] ^= 0xff;
+        let mode = std::fs::metadata(&obj).unwrap().permissions();
+        let mut writable = mode.clone();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut writable, 0o600);
+        std::fs::set_permissions(&obj, writable).unwrap();
+        std::fs::write(&obj, &data).unwrap();
+        std::fs::set_permissions(&obj, mode).unwrap();
+
+        let bad = store.verify(&img).unwrap();
+        assert_eq!(bad.damaged.len(), 1, "{bad:?}");
+        assert_eq!(bad.damaged[0].path, "etc");
+        assert_eq!(bad.damaged[0].layer, l2);
+        // Forgetting it and storing the top layer and the image again, as a
+        // repair does, writes it anew.
+        assert_eq!(
+            store.forget_damaged(&bad).unwrap(),
+            std::slice::from_ref(&l2)
+        );
+        import(&store, &l2_tar);
+        let img = image(&store, "x:1", "sha256:aa", &layers);
+        assert!(store.verify(&img).unwrap().damaged.is_empty());
+        let out = dir.path().join("co");
+        store.checkout(&img, &out).unwrap();
+        assert_eq!(std::fs::read(out.join("etc/a")).unwrap(), b"a");
+        assert_eq!(std::fs::read(out.join("etc/b")).unwrap(), b"b");
     }
 
     #[test]
