@@ -136,6 +136,12 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// Held while a transaction starts or ends (see `Store::begin_transaction`).
+fn transaction_edge() -> std::sync::MutexGuard<'static, ()> {
+    static EDGE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    EDGE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn cancel() -> Option<&'static gio::Cancellable> {
     None
 }
@@ -263,22 +269,31 @@ impl Store {
     }
 
     /// Starts a transaction. Layers import side by side, each with its own
-    /// handle on the repo; libostree may pick, for one, a staging directory
-    /// another transaction is removing as it commits (`opendir(staging-…):
-    /// No such file or directory`): then it tries again.
+    /// handle on the repo. libostree starts a transaction by looking for a
+    /// staging directory to reuse in the repo's `tmp/`, and ends one by
+    /// removing its own: one handle could pick the directory another is
+    /// removing (`opendir(staging-…): No such file or directory`). Starts
+    /// and ends are therefore serialised in the process (the state lock
+    /// serialises processes); the writes between them stay parallel.
     fn begin_transaction(&self) -> Result<()> {
-        let mut tries = 0;
-        loop {
-            match self.repo.prepare_transaction(cancel()) {
-                Ok(_) => return Ok(()),
-                Err(e) if tries < 20 && e.matches(gio::IOErrorEnum::NotFound) => {
-                    tracing::debug!(error = %e, "staging directory went away; starting again");
-                    let _ = self.repo.abort_transaction(cancel());
-                    tries += 1;
-                }
-                Err(e) => return Err(self.repo_err("prepare transaction")(e)),
-            }
-        }
+        let _edge = transaction_edge();
+        self.repo
+            .prepare_transaction(cancel())
+            .map(|_| ())
+            .map_err(self.repo_err("prepare transaction"))
+    }
+
+    fn commit_transaction(&self) -> Result<()> {
+        let _edge = transaction_edge();
+        self.repo
+            .commit_transaction(cancel())
+            .map(|_| ())
+            .map_err(self.repo_err("commit transaction"))
+    }
+
+    fn abort_transaction(&self) {
+        let _edge = transaction_edge();
+        let _ = self.repo.abort_transaction(cancel());
     }
 
     fn repo_err(&self, what: &str) -> impl FnOnce(glib::Error) -> StoreError + '_ {
@@ -340,13 +355,11 @@ impl Store {
         self.begin_transaction()?;
         match self.import_layer_in_transaction(digest, diff_id, compression, blob) {
             Ok(layer) => {
-                self.repo
-                    .commit_transaction(cancel())
-                    .map_err(self.repo_err("commit transaction"))?;
+                self.commit_transaction()?;
                 Ok(layer)
             }
             Err(e) => {
-                let _ = self.repo.abort_transaction(cancel());
+                self.abort_transaction();
                 Err(e)
             }
         }
@@ -594,14 +607,12 @@ impl Store {
         })();
         match result {
             Ok(_) => {
-                self.repo
-                    .commit_transaction(cancel())
-                    .map_err(self.repo_err("commit transaction"))?;
+                self.commit_transaction()?;
                 self.sync()?;
                 self.image(&name.to_string())
             }
             Err(e) => {
-                let _ = self.repo.abort_transaction(cancel());
+                self.abort_transaction();
                 Err(e)
             }
         }
@@ -796,13 +807,11 @@ impl Store {
         })();
         match result {
             Ok(commit) => {
-                self.repo
-                    .commit_transaction(cancel())
-                    .map_err(self.repo_err("commit transaction"))?;
+                self.commit_transaction()?;
                 Ok(commit.to_string())
             }
             Err(e) => {
-                let _ = self.repo.abort_transaction(cancel());
+                self.abort_transaction();
                 Err(e)
             }
         }
