@@ -24,6 +24,12 @@ pub enum ExportsError {
     },
     #[error("{path}: is a symlink; the image contract files must be regular files and directories inside the image")]
     Symlink { path: PathBuf },
+    #[error("{path}: is a symlink with {why} ({}); a link in exports/hostfs must name a regular file of exports/hostfs, since socle never follows a link from an image onto the host", target.display())]
+    HostfsLink {
+        path: PathBuf,
+        target: PathBuf,
+        why: String,
+    },
     #[error("{path}: expected a {expected}")]
     WrongType {
         path: PathBuf,
@@ -258,11 +264,66 @@ fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<(), ExportsEr
         let child = rel.join(entry.file_name());
         if file_type.is_dir() {
             walk(root, &child, out)?;
-        } else if file_type.is_file() || file_type.is_symlink() {
+        } else if file_type.is_symlink() {
+            check_hostfs_link(root, &child)?;
+            out.push(child);
+        } else if file_type.is_file() {
             out.push(child);
         }
     }
     Ok(())
+}
+
+/// A symlink of `hostfs` is installed as the file it names, so it must name
+/// a regular file of `hostfs` itself: followed on the host, an absolute or
+/// `..` target would copy a host file (a secret) into a file the image
+/// chose. The target is resolved lexically from the link's directory; every
+/// component on the way must be a real directory, and the last one a
+/// regular file.
+fn check_hostfs_link(root: &Path, rel: &Path) -> Result<(), ExportsError> {
+    let link = root.join(rel);
+    let refuse = |target: &Path, why: &str| ExportsError::HostfsLink {
+        path: link.clone(),
+        target: target.to_path_buf(),
+        why: why.to_string(),
+    };
+    let target = std::fs::read_link(&link).map_err(|source| ExportsError::Read {
+        path: link.clone(),
+        source,
+    })?;
+    if target.is_absolute() {
+        return Err(refuse(&target, "an absolute target"));
+    }
+    let mut resolved: Vec<&std::ffi::OsStr> = rel
+        .parent()
+        .map(|p| p.iter().collect())
+        .unwrap_or_default();
+    for component in target.components() {
+        match component {
+            std::path::Component::Normal(c) => resolved.push(c),
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                if resolved.pop().is_none() {
+                    return Err(refuse(&target, "a target outside exports/hostfs"));
+                }
+            }
+            _ => return Err(refuse(&target, "an absolute target")),
+        }
+    }
+    let mut path = root.to_path_buf();
+    for (i, c) in resolved.iter().enumerate() {
+        path.push(c);
+        let last = i + 1 == resolved.len();
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if last && m.is_file() => return Ok(()),
+            Ok(m) if !last && m.is_dir() => {}
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(refuse(&target, "a target through another symlink"))
+            }
+            _ => break,
+        }
+    }
+    Err(refuse(&target, "a target that is not a regular file of exports/hostfs"))
 }
 
 #[cfg(test)]
@@ -362,6 +423,27 @@ mod tests {
             .unwrap();
         let err = read(dir.path()).unwrap_err();
         assert!(matches!(err, ExportsError::Symlink { .. }), "{err}");
+    }
+
+    #[test]
+    fn hostfs_links_out_of_hostfs_are_refused() {
+        for (link, target) in [
+            ("etc/x.conf", "/etc/shadow"),
+            ("etc/x.conf", "../../../../etc/shadow"),
+            ("etc/x.conf", "../../manifest.json"),
+            ("etc/x.conf", "b"),
+            ("etc/x.conf", "missing"),
+            ("etc/x.conf", "self"),
+        ] {
+            let dir = rootfs_with(&[("exports/hostfs/etc/a.conf", ""), ("exports/manifest.json", "{}")]);
+            fs::create_dir_all(dir.path().join("exports/hostfs/etc/b")).unwrap();
+            std::os::unix::fs::symlink("x.conf", dir.path().join("exports/hostfs/etc/self")).unwrap();
+            std::os::unix::fs::symlink(target, dir.path().join("exports/hostfs").join(link)).unwrap();
+            let e = read(dir.path()).unwrap().unwrap();
+            let err = e.hostfs_files().unwrap_err();
+            assert!(matches!(err, ExportsError::HostfsLink { .. }), "{target}: {err}");
+            assert!(err.to_string().contains(target), "{err}");
+        }
     }
 
     #[test]

@@ -246,7 +246,7 @@ broken() {
 }
 broken "exit 1 at start (a)" 'not healthy: .*(failed|left the active state)' --rebase hello:3-exit1
 check "(a): the unit's last log lines are in the error" grep -q "broken on purpose" "$work/err" || true
-broken "Type=notify, no READY=1 (b)" 'not healthy: .*(did not stay active|activating)' --rebase hello:3-noready --timeout 15
+broken "Type=notify, no READY=1 (b)" 'not healthy: .*still starting after 15 s .*READY=1' --rebase hello:3-noready --timeout 15
 broken "probe never passes (c)" 'not healthy: probe: .*/bin/false' --rebase hello:3-badprobe --timeout 10
 
 # ---- 8. --no-rollback leaves the broken deployment --------------------------
