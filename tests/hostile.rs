@@ -516,3 +516,42 @@ fn hardlink_through_a_symlink_of_the_same_layer_is_refused() {
     s.assert_unchanged(&before);
     assert_eq!(sentinel.state(), host_before);
 }
+
+/// `exports/hostfs` links are installed as the file they name: one that
+/// leaves `exports/hostfs` (absolute, or `..` past it) would copy a host
+/// file, a secret, into a host file the image chose. Install refuses the
+/// image, names the link and writes nothing.
+#[test]
+fn hostfs_link_to_a_host_file_is_refused() {
+    let s = Socle::new();
+    let sentinel = Sentinel::new();
+    let secret = sentinel.dir().join("secret");
+    for (name, target) in [
+        ("abslink", path_str(&secret)),
+        ("rellink", relative_to_root(&secret)),
+    ] {
+        let reference = image(
+            &s.inputs(),
+            name,
+            &[vec![
+                dir("exports"),
+                file("exports/manifest.json", "{}"),
+                dir("exports/hostfs"),
+                dir("exports/hostfs/etc"),
+                symlink("exports/hostfs/etc/stolen.conf", &target),
+            ]],
+        );
+        let before = sentinel.state();
+        s.ok(&["pull", &reference]);
+        let err = s.fails(&["install", "--name", name, &format!("{name}:t")]);
+        assert!(err.contains("exports/hostfs/etc/stolen.conf"), "{err}");
+        assert!(err.contains("never follows a link"), "{err}");
+        assert!(!s.on_host("/etc/stolen.conf").exists());
+        assert!(!s.containers().join(name).exists());
+        assert_eq!(
+            sentinel.state(),
+            before,
+            "install changed the host directory"
+        );
+    }
+}

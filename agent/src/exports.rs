@@ -294,10 +294,8 @@ fn check_hostfs_link(root: &Path, rel: &Path) -> Result<(), ExportsError> {
     if target.is_absolute() {
         return Err(refuse(&target, "an absolute target"));
     }
-    let mut resolved: Vec<&std::ffi::OsStr> = rel
-        .parent()
-        .map(|p| p.iter().collect())
-        .unwrap_or_default();
+    let mut resolved: Vec<&std::ffi::OsStr> =
+        rel.parent().map(|p| p.iter().collect()).unwrap_or_default();
     for component in target.components() {
         match component {
             std::path::Component::Normal(c) => resolved.push(c),
@@ -323,7 +321,10 @@ fn check_hostfs_link(root: &Path, rel: &Path) -> Result<(), ExportsError> {
             _ => break,
         }
     }
-    Err(refuse(&target, "a target that is not a regular file of exports/hostfs"))
+    Err(refuse(
+        &target,
+        "a target that is not a regular file of exports/hostfs",
+    ))
 }
 
 #[cfg(test)]
@@ -435,13 +436,24 @@ mod tests {
             ("etc/x.conf", "missing"),
             ("etc/x.conf", "self"),
         ] {
-            let dir = rootfs_with(&[("exports/hostfs/etc/a.conf", ""), ("exports/manifest.json", "{}")]);
+            let dir = rootfs_with(&[
+                ("exports/hostfs/etc/a.conf", ""),
+                ("exports/manifest.json", "{}"),
+            ]);
             fs::create_dir_all(dir.path().join("exports/hostfs/etc/b")).unwrap();
-            std::os::unix::fs::symlink("x.conf", dir.path().join("exports/hostfs/etc/self")).unwrap();
-            std::os::unix::fs::symlink(target, dir.path().join("exports/hostfs").join(link)).unwrap();
+            if target == "self" {
+                // A loop: each link names the other.
+                std::os::unix::fs::symlink("x.conf", dir.path().join("exports/hostfs/etc/self"))
+                    .unwrap();
+            }
+            std::os::unix::fs::symlink(target, dir.path().join("exports/hostfs").join(link))
+                .unwrap();
             let e = read(dir.path()).unwrap().unwrap();
             let err = e.hostfs_files().unwrap_err();
-            assert!(matches!(err, ExportsError::HostfsLink { .. }), "{target}: {err}");
+            assert!(
+                matches!(err, ExportsError::HostfsLink { .. }),
+                "{target}: {err}"
+            );
             assert!(err.to_string().contains(target), "{err}");
         }
     }
