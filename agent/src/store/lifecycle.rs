@@ -377,16 +377,7 @@ impl Store {
                 report: &mut report,
                 only_new: false,
             };
-            if let Some((tree, meta)) =
-                walk.object(ostree::ObjectType::Commit, &layer.commit, "", |v| {
-                    (
-                        ostree::checksum_from_bytes_v(&v.child_value(6)).to_string(),
-                        ostree::checksum_from_bytes_v(&v.child_value(7)).to_string(),
-                    )
-                })
-            {
-                walk.tree("", &tree, &meta);
-            }
+            walk.commit(&layer.commit);
         }
         // The image's own commit and its merged tree. Its files and most of
         // its directories are the layers' own objects, checked above; what
@@ -401,16 +392,7 @@ impl Store {
                 report: &mut report,
                 only_new: true,
             };
-            if let Some((tree, meta)) =
-                walk.object(ostree::ObjectType::Commit, &image.commit, "", |v| {
-                    (
-                        ostree::checksum_from_bytes_v(&v.child_value(6)).to_string(),
-                        ostree::checksum_from_bytes_v(&v.child_value(7)).to_string(),
-                    )
-                })
-            {
-                walk.tree("", &tree, &meta);
-            }
+            walk.commit(&image.commit);
         }
         report.objects_checked = checked.len() as u64;
         Ok(report)
@@ -473,6 +455,19 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
+    /// Checks a commit object and everything its tree reaches.
+    fn commit(&mut self, commit: &str) {
+        let root = self.object(ostree::ObjectType::Commit, commit, "", |v| {
+            (
+                ostree::checksum_from_bytes_v(&v.child_value(6)).to_string(),
+                ostree::checksum_from_bytes_v(&v.child_value(7)).to_string(),
+            )
+        });
+        if let Some((tree, meta)) = root {
+            self.tree("", &tree, &meta);
+        }
+    }
+
     /// Checks one object (once per verify) and records damage at `path`.
     /// For metadata objects that are intact, returns `read(variant)`.
     fn object<T>(
