@@ -684,6 +684,36 @@ fn install_is_rejected(args: &[&str], needle: &str) {
 }
 
 #[test]
+fn install_names_runc_systemd_or_the_slots_would_misread_fail() {
+    for (name, needle) in [
+        ("a@b", "template unit"),
+        ("foo@", "template unit"),
+        ("-x", "starts with '-'"),
+        ("x.0", "NAME.0, NAME.1"),
+    ] {
+        // --name=-x: clap would take a separate "-x" for an option.
+        install_is_rejected(&[&format!("--name={name}"), "hello:1"], needle);
+    }
+}
+
+/// `x.0` beside an installed `x` would have been x's live slot.
+#[test]
+fn install_beside_a_container_under_its_slot_name_leaves_it_alone() {
+    let s = Socle::new();
+    s.pull_hello();
+    s.ok(&["install", "--name", "x", "hello:1"]);
+    let before = s.snapshot();
+    for slot in ["x.0", "x.1"] {
+        let err = s.fails(&["install", "--name", slot, "hello:1"]);
+        assert!(err.contains("invalid container name"), "{err}");
+    }
+    s.assert_unchanged(&before);
+    let list = s.json(&["list", "--all"]);
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list:#}");
+    s.ok(&["uninstall", "x"]);
+}
+
+#[test]
 fn install_set_without_equals_fails() {
     install_is_rejected(&["--name", "web", "--set", "PORT", "hello:1"], "PORT");
 }

@@ -350,7 +350,9 @@ impl Systemd for DbusSystemd {
         // A stop is bounded by the unit itself: each of its phases (ExecStop,
         // SIGTERM, SIGKILL, ExecStopPost) gets at most TimeoutStopSec.
         let per_phase = Duration::from_micros(service.timeout_stop_usec().unwrap_or(0));
-        let bound = per_phase.saturating_mul(6).clamp(JOB_TIMEOUT, MAX_STOP_WAIT);
+        let bound = per_phase
+            .saturating_mul(6)
+            .clamp(JOB_TIMEOUT, MAX_STOP_WAIT);
         let result_before = service.result().unwrap_or_default();
         let started = Instant::now();
         let job = self

@@ -116,28 +116,54 @@ pub struct ContainerStatus {
     pub deployment: PathBuf,
 }
 
-/// Checks a container name: it becomes a directory, a unit and a runc id.
+/// What a new container's name may be, for error messages.
+const NAME_RULE: &str = "a container name is letters, digits, '-', '_' and '.', starts with a letter or digit, does not end in '.' and digits, and has at most 128 characters";
+
+/// Checks the name of a new container before anything is written. It
+/// becomes a directory beside its slots (`NAME.0`, `NAME.1`), a unit
+/// (`NAME.service`) and a runc id, so nothing another reader would take
+/// apart is allowed: `@` (systemd's template instances), a leading `-` (an
+/// option to runc and systemctl), a leading `.` (socle's own staging and
+/// transition files), and a `.N` ending (another container's slot: `x.0`
+/// installed beside `x` would overwrite x's live deployment).
 pub fn validate_name(name: &str) -> anyhow::Result<()> {
+    let bad_char = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(*c)));
+    let slot_like = name
+        .rsplit_once('.')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
     let problem = if name.is_empty() {
-        Some("is empty")
-    } else if name.starts_with('.') {
-        Some("starts with '.'")
-    } else if name.contains('/') {
-        Some("contains '/'")
+        "is empty".to_string()
     } else if name.len() > 128 {
-        Some("is longer than 128 characters")
-    } else if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
-    {
-        Some("may only contain letters, digits, '-', '_', '.' and '@'")
+        "is longer than 128 characters".to_string()
+    } else if let Some(c) = bad_char {
+        let why = match c {
+            '@' => " (systemd reads NAME@X as an instance of a template unit)",
+            '/' => " (it would be a path)",
+            _ => "",
+        };
+        format!("contains {c:?}{why}")
+    } else if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        format!("starts with {:?}", name.chars().next().unwrap_or_default())
+    } else if slot_like {
+        "ends in '.' and digits, the way socle names a container's deployments (NAME.0, NAME.1)"
+            .to_string()
     } else {
-        None
+        return Ok(());
     };
-    match problem {
-        Some(p) => bail!("invalid container name {name:?}: it {p}"),
-        None => Ok(()),
+    bail!("invalid container name {name:?}: it {problem}; {NAME_RULE}")
+}
+
+/// Checks the name given for an installed container (update, rollback,
+/// uninstall): only that it cannot reach outside the containers directory,
+/// so a container installed under an older, looser rule can still be
+/// managed and removed.
+pub fn check_installed_name(name: &str) -> anyhow::Result<()> {
+    if name.is_empty() || name.starts_with('.') || name.contains(['/', '\0']) {
+        bail!("no container {name:?} is installed (see `socle list --all`)");
     }
+    Ok(())
 }
 
 impl Host {
@@ -671,7 +697,7 @@ pub struct UninstallReport {
 /// Stops and removes a container: unit, tmpfiles, unchanged host files,
 /// pointer and slots. Data directories made by tmpfiles `d`/`Z` lines stay.
 pub fn uninstall(host: &Host, name: &str) -> anyhow::Result<UninstallReport> {
-    validate_name(name)?;
+    check_installed_name(name)?;
     let Some(slot) = host.current_slot(name) else {
         bail!("no container {name:?} is installed (see `socle list --all`)");
     };
@@ -818,9 +844,31 @@ mod tests {
 
     #[test]
     fn names_are_checked() {
-        assert!(validate_name("etcd-1@node_a.x").is_ok());
-        for bad in ["", ".x", "a/b", "a b", "a\nb"] {
-            assert!(validate_name(bad).is_err(), "{bad:?}");
+        for good in ["etcd", "etcd-1", "node_a.x", "etcd.v2", "x.0a", "3"] {
+            assert!(validate_name(good).is_ok(), "{good:?}");
+        }
+        for (bad, why) in [
+            ("", "is empty"),
+            (".x", "starts with '.'"),
+            ("-x", "starts with '-'"),
+            ("_x", "starts with '_'"),
+            ("a/b", "contains '/'"),
+            ("a b", "contains ' '"),
+            ("a\nb", "contains '\\n'"),
+            ("a@b", "template unit"),
+            ("foo@", "template unit"),
+            ("x.0", "NAME.0, NAME.1"),
+            ("x.12", "NAME.0, NAME.1"),
+            ("x:y", "contains ':'"),
+        ] {
+            let e = validate_name(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad:?}: {e}");
+            assert!(e.contains("letters, digits"), "{bad:?}: {e}");
+        }
+        assert!(validate_name(&"a".repeat(129)).is_err());
+        assert!(check_installed_name("legacy@one").is_ok());
+        for bad in ["", ".x.transition", "../x", "a/b"] {
+            assert!(check_installed_name(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -15,8 +15,8 @@ use anyhow::{bail, Context};
 
 use super::health::{self, UnitState};
 use super::{
-    fsops, new_deployment_id, parse_sets, publish, unit_name, validate_name, write_deployment,
-    Host, Info,
+    check_installed_name, fsops, new_deployment_id, parse_sets, publish, unit_name,
+    write_deployment, Host, Info,
 };
 use crate::store::Store;
 use crate::systemd::JobResult;
@@ -318,7 +318,7 @@ fn recover(host: &Host, name: &str) -> anyhow::Result<Option<(Transition, String
 /// values or from another image, and switches to it.
 pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Result<UpdateReport> {
     let name = opts.name;
-    validate_name(name)?;
+    check_installed_name(name)?;
     let recovered = recover(host, name)?;
     let Some(slot) = host.current_slot(name) else {
         bail!("no container {name:?} is installed (see `socle list --all`)");
@@ -430,7 +430,7 @@ pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Resul
 /// Switches `name` to its other slot, with that slot's own files and values.
 /// A second rollback goes forward again.
 pub fn rollback(host: &Host, name: &str) -> anyhow::Result<UpdateReport> {
-    validate_name(name)?;
+    check_installed_name(name)?;
     // A crashed update or rollback is finished first; its slot is then the
     // one a rollback leaves.
     let recovered = recover(host, name)?;
