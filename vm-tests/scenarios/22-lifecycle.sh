@@ -130,15 +130,17 @@ wait_until 30 "stubborn answers" greets $port_stubborn "stubborn on $port_stubbo
 spid=$(init_pid stubborn)
 stop_secs=
 timed_stop() {
-    local t0
+    local t0 log
     t0=$(now)
     in_node systemctl stop stubborn.service || true
     stop_secs=$(secs "$t0" "$(now)")
+    log=$(in_node journalctl -u stubborn.service --no-pager -o cat)
     echo "systemctl stop took $stop_secs s; Result=$(prop stubborn Result)"
-    # TimeoutStopSec=4, then SIGKILL: well within twice that.
-    awk -v s="$stop_secs" 'BEGIN { exit !(s >= 3.5 && s < 8) }'
+    # systemd's own account: SIGTERM was ignored until TimeoutStopSec, then SIGKILL.
+    grep -F "State 'stop-sigterm' timed out. Killing." <<<"$log" &&
+        [[ $(prop stubborn ActiveState) != active ]]
 }
-check "systemctl stop ends it within TimeoutStopSec (SIGKILL)" timed_stop
+check "systemctl stop kills it when TimeoutStopSec runs out (SIGKILL)" timed_stop
 echo "# time: systemctl stop of a container ignoring SIGTERM (TimeoutStopSec=4): $stop_secs s" >&"$SOCLE_VM_LOG_FD"
 check "after the forced stop: no process, no runc state" nothing_left stubborn "$spid"
 check "systemctl start stubborn again" in_node systemctl start stubborn.service
