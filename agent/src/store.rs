@@ -1303,10 +1303,8 @@ mod tests {
         crate::archive::sha256_digest(b)
     }
 
-    #[test]
-    fn import_checkout_and_whiteouts() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("repo")).unwrap();
+    /// Two layers: `etc/a` and `etc/b`, then `etc/c` with a whiteout of `etc/a`.
+    fn import_etc_layers(store: &Store) -> Vec<String> {
         let l1 = tar_with(&[("etc/a", b"a"), ("etc/b", b"b")], None);
         let l2 = tar_with(&[("etc/c", b"c")], Some("etc/.wh.a"));
         for l in [&l1, &l2] {
@@ -1314,7 +1312,14 @@ mod tests {
                 .import_layer(&digest(l), &digest(l), Compression::None, &l[..])
                 .unwrap();
         }
-        let layers = vec![digest(&l1), digest(&l2)];
+        vec![digest(&l1), digest(&l2)]
+    }
+
+    #[test]
+    fn import_checkout_and_whiteouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("repo")).unwrap();
+        let layers = import_etc_layers(&store);
         let name = ImageName::parse("t:1").unwrap();
         let img = store
             .commit_image(&name, "sha256:00", b"{}", b"{}", &layers, "test")
@@ -1332,14 +1337,7 @@ mod tests {
     fn images_stored_before_merged_trees_check_out_merged() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("repo")).unwrap();
-        let l1 = tar_with(&[("etc/a", b"a"), ("etc/b", b"b")], None);
-        let l2 = tar_with(&[("etc/c", b"c")], Some("etc/.wh.a"));
-        for l in [&l1, &l2] {
-            store
-                .import_layer(&digest(l), &digest(l), Compression::None, &l[..])
-                .unwrap();
-        }
-        let layers = vec![digest(&l1), digest(&l2)];
+        let layers = import_etc_layers(&store);
         let name = ImageName::parse("old:1").unwrap();
         // An image commit as socle wrote them before: an empty root and no
         // merged-tree marker.
