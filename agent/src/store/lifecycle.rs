@@ -666,14 +666,7 @@ mod tests {
         etc.ensure_resolved().unwrap();
         let tree = etc.tree_get_contents_checksum().unwrap().to_string();
         let obj = store.object_path(&tree, "dirtree");
-        let mut data = std::fs::read(&obj).unwrap();
-        data[0] ^= 0xff;
-        let mode = std::fs::metadata(&obj).unwrap().permissions();
-        let mut writable = mode.clone();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut writable, 0o600);
-        std::fs::set_permissions(&obj, writable).unwrap();
-        std::fs::write(&obj, &data).unwrap();
-        std::fs::set_permissions(&obj, mode).unwrap();
+        flip_first_byte(&obj);
 
         let bad = store.verify(&img).unwrap();
         assert_eq!(bad.damaged.len(), 1, "{bad:?}");
@@ -694,6 +687,18 @@ mod tests {
         assert_eq!(std::fs::read(out.join("etc/b")).unwrap(), b"b");
     }
 
+    /// Damages a store object in place: same size, inode and mode.
+    fn flip_first_byte(obj: &std::path::Path) {
+        let mut data = std::fs::read(obj).unwrap();
+        data[0] ^= 0xff;
+        let mode = std::fs::metadata(obj).unwrap().permissions();
+        let mut writable = mode.clone();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut writable, 0o600);
+        std::fs::set_permissions(obj, writable).unwrap();
+        std::fs::write(obj, &data).unwrap();
+        std::fs::set_permissions(obj, mode).unwrap();
+    }
+
     #[test]
     fn verify_finds_a_changed_file_and_forget_lets_it_be_written_again() {
         let dir = tempfile::tempdir().unwrap();
@@ -711,16 +716,8 @@ mod tests {
         let f = f.downcast::<ostree::RepoFile>().unwrap();
         f.ensure_resolved().unwrap();
         let checksum = f.checksum().to_string();
-        // Same size, same inode, same mode: only a byte differs.
         let obj = store.object_path(&checksum, "file");
-        let mut data = std::fs::read(&obj).unwrap();
-        data[0] ^= 0xff;
-        let mode = std::fs::metadata(&obj).unwrap().permissions();
-        let mut writable = mode.clone();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut writable, 0o600);
-        std::fs::set_permissions(&obj, writable).unwrap();
-        std::fs::write(&obj, &data).unwrap();
-        std::fs::set_permissions(&obj, mode).unwrap();
+        flip_first_byte(&obj);
 
         let bad = store.verify(&img).unwrap();
         assert_eq!(bad.damaged.len(), 1, "{bad:?}");
