@@ -396,13 +396,7 @@ fn with_cgroups_path(
     cgroup: &str,
     warnings: &mut Vec<String>,
 ) -> Result<String, RenderError> {
-    let mut config: Value =
-        serde_json::from_str(config_json).map_err(|e| RenderError::InvalidJson {
-            file: "config.json".to_string(),
-            line: e.line(),
-            column: e.column(),
-            message: e.to_string(),
-        })?;
+    let mut config = parse_config(config_json, "config.json")?;
     let Some(object) = config.as_object_mut() else {
         return Ok(config_json.to_string());
     };
@@ -423,14 +417,19 @@ fn with_cgroups_path(
     Ok(serde_json::to_string_pretty(&config).unwrap_or_else(|_| config_json.to_string()) + "\n")
 }
 
-/// The checks atomic made on a config.json before installing it.
-fn check_config(text: &str, file: &str) -> Result<(), RenderError> {
-    let config: Value = serde_json::from_str(text).map_err(|e| RenderError::InvalidJson {
+/// `text` as JSON; an error names `file` and the position.
+fn parse_config(text: &str, file: &str) -> Result<Value, RenderError> {
+    serde_json::from_str(text).map_err(|e| RenderError::InvalidJson {
         file: file.to_string(),
         line: e.line(),
         column: e.column(),
         message: e.to_string(),
-    })?;
+    })
+}
+
+/// The checks atomic made on a config.json before installing it.
+fn check_config(text: &str, file: &str) -> Result<(), RenderError> {
+    let config = parse_config(text, file)?;
     let invalid = |problem: String| RenderError::InvalidRoot {
         file: file.to_string(),
         problem,
