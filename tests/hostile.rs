@@ -33,13 +33,23 @@ fn symlink(path: &str, target: &str) -> Value {
 fn hardlink(path: &str, target: &str) -> Value {
     json!({"path": path, "type": "hardlink", "target": target})
 }
+fn device(path: &str, kind: &str, major: u32, minor: u32) -> Value {
+    json!({"path": path, "type": kind, "major": major, "minor": minor})
+}
+fn fifo(path: &str) -> Value {
+    json!({"path": path, "type": "fifo"})
+}
 
 const TAR_BUILDER: &str = r#"
 import json, sys, tarfile, io
 spec = json.load(open(sys.argv[1]))
-with tarfile.open(sys.argv[2], "w", format=tarfile.PAX_FORMAT) as t:
+with tarfile.open(sys.argv[2], "w", format=tarfile.PAX_FORMAT,
+                  errors="surrogateescape") as t:
     for e in spec:
-        i = tarfile.TarInfo(e["path"])
+        # `path_hex`: a name that is not UTF-8, as raw bytes.
+        path = (bytes.fromhex(e["path_hex"]).decode("utf-8", "surrogateescape")
+                if "path_hex" in e else e["path"])
+        i = tarfile.TarInfo(path)
         i.uid = i.gid = 0
         i.mtime = 0
         data = None
@@ -57,6 +67,13 @@ with tarfile.open(sys.argv[2], "w", format=tarfile.PAX_FORMAT) as t:
         elif e["type"] == "hardlink":
             i.type = tarfile.LNKTYPE
             i.linkname = e["target"]
+            i.mode = 0o644
+        elif e["type"] in ("chardev", "blockdev"):
+            i.type = tarfile.CHRTYPE if e["type"] == "chardev" else tarfile.BLKTYPE
+            i.devmajor, i.devminor = e["major"], e["minor"]
+            i.mode = 0o666
+        elif e["type"] == "fifo":
+            i.type = tarfile.FIFOTYPE
             i.mode = 0o644
         t.addfile(i, io.BytesIO(data) if data is not None else None)
 "#;
@@ -531,4 +548,237 @@ fn hostfs_link_to_a_host_file_is_refused() {
             "install changed the host directory"
         );
     }
+}
+
+/// Pulls an image that must be refused and checks that the error names
+/// `entry`, and that neither the store nor the host directory changed.
+fn refused(s: &Socle, sentinel: &Sentinel, reference: &str, entry: &str) -> String {
+    // An initialized store to compare with.
+    s.ok(&["images", "list"]);
+    let before = s.snapshot();
+    let host_before = sentinel.state();
+    let err = s.fails(&["pull", reference]);
+    assert!(
+        err.contains(entry),
+        "the error should name {entry:?}: {err}"
+    );
+    s.assert_unchanged(&before);
+    assert_eq!(sentinel.state(), host_before);
+    err
+}
+
+#[test]
+fn dot_dot_entries_are_refused() {
+    let s = Socle::new();
+    let sentinel = Sentinel::new();
+    let escape = relative_to_root(&sentinel.dir().join("x"));
+    for (n, entry) in [
+        file(&escape, "overwritten\n"),
+        file("a/../../escape", "e\n"),
+        dir("../up"),
+        symlink("../evil-link", "/"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let path = entry["path"].as_str().unwrap().to_string();
+        let reference = image(
+            &s.inputs(),
+            &format!("dotdot{n}"),
+            &[vec![file("base", "b\n")], vec![entry]],
+        );
+        let err = refused(&s, &sentinel, &reference, &path);
+        assert!(err.contains("escapes the layer root"), "{err}");
+    }
+}
+
+#[test]
+fn absolute_entry_paths_land_inside_the_rootfs() {
+    let s = Socle::new();
+    let sentinel = Sentinel::new();
+    let target = path_str(&sentinel.dir().join("x"));
+    let reference = image(
+        &s.inputs(),
+        "abspath",
+        &[
+            vec![file("base", "b\n")],
+            vec![file(&target, "from the image\n")],
+        ],
+    );
+    let rootfs = pull_info_install(&s, &sentinel, &reference, "abspath");
+    assert_store_file(
+        &rootfs.join(target.trim_start_matches('/')),
+        "from the image\n",
+    );
+    assert_eq!(
+        fs::read_to_string(sentinel.dir().join("x")).unwrap(),
+        "host x\n"
+    );
+}
+
+#[test]
+fn hardlinks_out_of_the_layer_are_refused() {
+    let s = Socle::new();
+    let sentinel = Sentinel::new();
+    let secret = sentinel.dir().join("secret");
+    for (n, target) in [
+        path_str(&secret),
+        relative_to_root(&secret),
+        // A file of the layer below: a hardlink names only this layer.
+        "base".to_string(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let reference = image(
+            &s.inputs(),
+            &format!("hlout{n}"),
+            &[vec![file("base", "b\n")], vec![hardlink("h", &target)]],
+        );
+        let err = refused(&s, &sentinel, &reference, "hardlink");
+        assert!(err.contains("not earlier in this layer"), "{err}");
+    }
+}
+
+/// Device nodes and fifos are never created: runc makes the container's
+/// /dev, and a block device of the host's disk in an image is an attack.
+#[test]
+fn device_nodes_and_fifos_are_not_created() {
+    let s = Socle::new();
+    let sentinel = Sentinel::new();
+    let reference = image(
+        &s.inputs(),
+        "devices",
+        &[
+            vec![dir("dev"), file("base", "b\n")],
+            vec![
+                device("dev/disk", "blockdev", 8, 0),
+                device("dev/mem", "chardev", 1, 1),
+                device("mem", "chardev", 1, 1),
+                fifo("pipe"),
+                file("after", "a\n"),
+            ],
+        ],
+    );
+    let rootfs = pull_info_install(&s, &sentinel, &reference, "devices");
+    for p in ["dev/disk", "dev/mem", "mem", "pipe"] {
+        assert!(
+            fs::symlink_metadata(rootfs.join(p)).is_err(),
+            "{p} was created"
+        );
+    }
+    assert_store_file(&rootfs.join("after"), "a\n");
+    assert_store_file(&rootfs.join("base"), "b\n");
+}
+
+/// A tar may name one path twice: the later entry wins, whatever the types.
+#[test]
+fn duplicate_entries_the_later_one_wins() {
+    let s = Socle::new();
+    let sentinel = Sentinel::new();
+    let reference = image(
+        &s.inputs(),
+        "dups",
+        &[vec![
+            file("twice", "first\n"),
+            file("twice", "second\n"),
+            dir("dir-then-file"),
+            file("dir-then-file/inner", "i\n"),
+            file("dir-then-file", "a file now\n"),
+            file("file-then-dir", "f\n"),
+            dir("file-then-dir"),
+            file("file-then-dir/inner", "inner\n"),
+            symlink("link-then-file", &path_str(&sentinel.dir().join("x"))),
+            file("link-then-file", "not through the link\n"),
+        ]],
+    );
+    let rootfs = pull_info_install(&s, &sentinel, &reference, "dups");
+    assert_store_file(&rootfs.join("twice"), "second\n");
+    assert_store_file(&rootfs.join("dir-then-file"), "a file now\n");
+    assert_real_dir(&rootfs.join("file-then-dir"));
+    assert_store_file(&rootfs.join("file-then-dir/inner"), "inner\n");
+    assert_store_file(&rootfs.join("link-then-file"), "not through the link\n");
+}
+
+#[test]
+fn names_that_are_not_utf8_stay_in_the_rootfs() {
+    let s = Socle::new();
+    let sentinel = Sentinel::new();
+    let mut odd = file("", "latin-1 name\n");
+    // "caf\xe9": not UTF-8.
+    odd["path_hex"] = json!("636166e9");
+    let reference = image(&s.inputs(), "nonutf8", &[vec![odd, file("plain", "p\n")]]);
+    let rootfs = pull_info_install(&s, &sentinel, &reference, "nonutf8");
+    let names = names_in(&rootfs);
+    let cafe: Vec<_> = names.iter().filter(|n| n.starts_with("caf")).collect();
+    assert_eq!(cafe.len(), 1, "{names:?}");
+    assert_store_file(&rootfs.join(cafe[0]), "latin-1 name\n");
+    assert_store_file(&rootfs.join("plain"), "p\n");
+}
+
+#[test]
+fn a_name_longer_than_the_file_system_allows_is_refused() {
+    let s = Socle::new();
+    let sentinel = Sentinel::new();
+    let long = format!("d/{}", "n".repeat(300));
+    let reference = image(
+        &s.inputs(),
+        "longname",
+        &[vec![dir("d"), file(&long, "x\n")]],
+    );
+    refused(&s, &sentinel, &reference, &"n".repeat(300));
+}
+
+#[test]
+fn a_deep_path_stays_in_the_rootfs() {
+    let s = Socle::new();
+    let sentinel = Sentinel::new();
+    // 40 levels of 100 bytes: about 4 KB, PATH_MAX, without leaving the tree.
+    let deep = vec!["d".repeat(100); 40].join("/");
+    let reference = image(
+        &s.inputs(),
+        "deep",
+        &[vec![file(&format!("{deep}/leaf"), "leaf\n")]],
+    );
+    let rootfs = pull_info_install(&s, &sentinel, &reference, "deep");
+    let mut dir = rootfs.clone();
+    for _ in 0..40 {
+        dir = dir.join("d".repeat(100));
+        assert_real_dir(&dir);
+    }
+}
+
+/// The same hostile layers reach a running system through `update`: the new
+/// slot's rootfs is composed as safely as an install's.
+#[test]
+fn update_to_a_hostile_image_stays_in_the_rootfs() {
+    let s = Socle::new();
+    let sentinel = Sentinel::new();
+    let benign = image(&s.inputs(), "benign", &[vec![file("base", "b\n")]]);
+    s.ok(&["pull", &benign]);
+    s.ok(&["install", "--name", "upd", "benign:t"]);
+    let hostile = image(
+        &s.inputs(),
+        "hostileupd",
+        &[
+            vec![symlink("link", &path_str(&sentinel.dir()))],
+            vec![
+                dir("link"),
+                file("link/x", "from the image\n"),
+                file("link/.wh.secret", ""),
+            ],
+        ],
+    );
+    let before = sentinel.state();
+    s.ok(&["pull", &hostile]);
+    s.ok(&["update", "upd", "--rebase", "hostileupd:t"]);
+    assert_eq!(
+        sentinel.state(),
+        before,
+        "update changed the host directory"
+    );
+    let rootfs = s.slot("upd", 1).join("rootfs");
+    assert_real_dir(&rootfs.join("link"));
+    assert_eq!(names_in(&rootfs.join("link")), ["x"]);
+    assert_store_file(&rootfs.join("link/x"), "from the image\n");
 }

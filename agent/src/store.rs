@@ -59,6 +59,8 @@ const MD_ATOMIC_MANIFEST: &str = "docker.manifest";
 
 /// Files up to this size are written in one call instead of streamed.
 const INLINE_MAX: u64 = 64 * 1024;
+/// The longest file name Linux file systems take (NAME_MAX).
+const NAME_MAX: usize = 255;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -1091,6 +1093,13 @@ impl<'r> TreeWriter<'r> {
             match c {
                 "" | "." => {}
                 ".." => return Err(refuse("path escapes the layer root".into())),
+                // Stored, it could never be checked out (ENAMETOOLONG).
+                c if c.len() > NAME_MAX => {
+                    return Err(refuse(format!(
+                        "a name of {} bytes; file systems allow {NAME_MAX}",
+                        c.len()
+                    )))
+                }
                 c => components.push(c),
             }
         }
