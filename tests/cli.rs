@@ -785,6 +785,32 @@ fn install_existing_name_fails_and_keeps_the_first() {
     assert_eq!(s.json(&["list", "--all"]).as_array().unwrap().len(), 1);
 }
 
+/// A host file of the image's `hostfs` that exists on the host already (an
+/// admin's file, another tool's) makes install fail; the file is untouched.
+#[test]
+fn install_never_overwrites_a_host_file_it_did_not_write() {
+    let s = Socle::new();
+    s.pull_hello();
+    let conf = s.on_host("/etc/hello/mine.conf");
+    fs::create_dir_all(conf.parent().unwrap()).unwrap();
+    fs::write(&conf, "the admin's own file\n").unwrap();
+    let before = s.snapshot();
+    let err = s.fails(&[
+        "install",
+        "--name",
+        "mine",
+        "--set",
+        "PORT=1",
+        "--set",
+        "RECEIVER=x",
+        "hello:1",
+    ]);
+    assert!(err.contains("/etc/hello/mine.conf"), "{err}");
+    assert!(err.contains("already exists"), "{err}");
+    s.assert_unchanged(&before);
+    assert_eq!(read(&conf), "the admin's own file\n");
+}
+
 #[test]
 fn uninstall_unknown_name_fails() {
     let s = Socle::new();
