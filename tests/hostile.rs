@@ -407,6 +407,11 @@ fn replacements_whiteouts_and_opaque_directories_follow_oci() {
 /// An image whose second layer holds the whiteout `NAME` is refused at
 /// pull, with an error naming the entry, and the store is as it was.
 fn odd_whiteout(entry: &str) {
+    odd_whiteout_entry(file(&format!("etc/{entry}"), ""), entry);
+}
+
+/// [`odd_whiteout`] for any tar entry at `etc/ENTRY`.
+fn odd_whiteout_entry(tar_entry: Value, entry: &str) {
     let s = Socle::new();
     let sentinel = Sentinel::new();
     let reference = image(
@@ -414,7 +419,7 @@ fn odd_whiteout(entry: &str) {
         "odd",
         &[
             vec![dir("etc"), file("etc/a", "a\n")],
-            vec![dir("etc"), file(&format!("etc/{entry}"), "")],
+            vec![dir("etc"), tar_entry],
         ],
     );
     // An empty store to compare with.
@@ -441,6 +446,26 @@ fn whiteout_of_dot_dot_is_refused() {
 #[test]
 fn whiteout_of_nothing_is_refused() {
     odd_whiteout(".wh.");
+}
+
+#[test]
+fn aufs_metadata_is_not_a_whiteout() {
+    odd_whiteout(".wh..wh.plnk");
+}
+
+#[test]
+fn an_opaque_marker_directory_is_refused() {
+    odd_whiteout_entry(dir("etc/.wh..wh..opq"), ".wh..wh..opq");
+}
+
+#[test]
+fn a_file_under_an_opaque_marker_is_refused() {
+    odd_whiteout(".wh..wh..opq/x");
+}
+
+#[test]
+fn a_file_under_a_whiteout_is_refused() {
+    odd_whiteout(".wh.a/x");
 }
 
 #[test]

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::deploy::{self, Host, InstallOptions};
+use crate::limits::Limits;
 use crate::progress::{self, Progress};
 use crate::pull::{self, PullOptions};
 use crate::reference::{ImageName, ImageRef};
@@ -190,6 +191,17 @@ pub struct RegistryArgs {
     /// Layers downloaded at once
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=32))]
     pub jobs: u16,
+    /// Raise or lower a limit on what an image may make socle read and
+    /// unpack: layer-size (4G), image-size (8G), ratio (100, unpacked per
+    /// compressed byte past ratio-after, 64M), layers (128), entries
+    /// (1000000 per layer), path-length (4096)
+    #[arg(
+        long = "limit",
+        value_name = "NAME=VALUE",
+        env = "SOCLE_LIMITS",
+        value_delimiter = ','
+    )]
+    pub limits: Vec<String>,
 }
 
 impl RegistryArgs {
@@ -237,6 +249,7 @@ fn pull_with(
             registry: args.options()?,
             jobs: args.jobs.into(),
             progress: progress.as_ref(),
+            limits: Limits::parse(&args.limits).map_err(anyhow::Error::msg)?,
         },
     )
 }
@@ -384,8 +397,12 @@ impl Global {
     /// say) never interleave. Waits, saying so, when another run holds it.
     fn lock(&self) -> anyhow::Result<std::fs::File> {
         use rustix::fs::{flock, FlockOperation};
-        std::fs::create_dir_all(&self.state_dir)
-            .with_context(|| format!("creating {}", self.state_dir.display()))?;
+        if let Some(old) = crate::permissions::private_dir(&self.state_dir)? {
+            eprintln!(
+                "note: {} had mode {old:04o}, which let other users reach the store; restricted it to 0700",
+                self.state_dir.display()
+            );
+        }
         let path = self.state_dir.join("lock");
         let file = std::fs::OpenOptions::new()
             .create(true)

@@ -13,10 +13,11 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::archive::{self, Compression, LocalImage};
+use crate::limits::{ImageBudget, Limits, Value};
 use crate::progress::{Progress, Quiet};
 use crate::reference::{ImageName, ImageRef};
 use crate::registry::{self, RemoteImage};
-use crate::store::{Store, StoreError, StoredImage};
+use crate::store::{LayerSource, Store, StoreError, StoredImage};
 
 #[derive(Debug, serde::Serialize)]
 pub struct PullReport {
@@ -34,6 +35,8 @@ pub struct PullOptions<'a> {
     /// Layers fetched at once.
     pub jobs: usize,
     pub progress: &'a dyn Progress,
+    /// What the image may make socle read and unpack.
+    pub limits: Limits,
 }
 
 impl Default for PullOptions<'_> {
@@ -43,6 +46,7 @@ impl Default for PullOptions<'_> {
             registry: registry::Options::default(),
             jobs: 3,
             progress: &Quiet,
+            limits: Limits::default(),
         }
     }
 }
@@ -119,7 +123,17 @@ impl<R: Read> Read for Counted<'_, R> {
 /// Pulls `source` into `store`. Layers already in the store are not read
 /// again; the image becomes visible only once every layer is committed.
 pub fn pull(store: &Store, source: &ImageRef, opts: &PullOptions) -> anyhow::Result<PullReport> {
-    let result = pull_inner(store, source, opts);
+    let result = pull_inner(store, source, opts).map_err(|e| {
+        // ostree and the kernel say ENOSPC about an object; say where.
+        if format!("{e:#}").contains("No space left on device") {
+            e.context(format!(
+                "the file system of the store ({}) is full; the store is as it was: free space there (`socle images prune` removes what no image or deployment uses) and pull again",
+                store.path().display()
+            ))
+        } else {
+            e
+        }
+    });
     opts.progress.finish();
     result.with_context(|| format!("pulling {source}"))
 }
@@ -171,6 +185,8 @@ fn pull_inner(store: &Store, source: &ImageRef, opts: &PullOptions) -> anyhow::R
             .collect::<Vec<_>>(),
     );
 
+    let budget = check_declared(store, &name, &layers, opts.limits)?;
+
     // A digest listed twice (empty layers often are) is fetched once.
     let mut seen = BTreeSet::new();
     let mut todo = Vec::new();
@@ -186,7 +202,7 @@ fn pull_inner(store: &Store, source: &ImageRef, opts: &PullOptions) -> anyhow::R
             todo.push(l);
         }
     }
-    import_all(store, &image, &todo, opts)?;
+    import_all(store, &image, &todo, &budget, opts)?;
     store.sync()?;
 
     let digests: Vec<String> = layers.iter().map(|l| l.digest.clone()).collect();
@@ -207,6 +223,47 @@ fn pull_inner(store: &Store, source: &ImageRef, opts: &PullOptions) -> anyhow::R
     })
 }
 
+/// Refuses, before anything is downloaded, an image that lists more layers
+/// than the limit or a layer whose descriptor declares more bytes than a
+/// layer may have; returns the image's budget with the layers already in
+/// the store counted.
+fn check_declared(
+    store: &Store,
+    name: &ImageName,
+    layers: &[Layer],
+    limits: Limits,
+) -> anyhow::Result<ImageBudget> {
+    if layers.len() as u64 > limits.layers {
+        return Err(limits
+            .exceeded(
+                "layers",
+                format!("the number of layers of image {name}"),
+                Value::Count(layers.len() as u64),
+            )
+            .into());
+    }
+    let mut already = 0;
+    let mut seen = BTreeSet::new();
+    for l in layers {
+        if l.size > limits.layer_size {
+            let e = limits.exceeded(
+                "layer-size",
+                "the size its descriptor declares",
+                Value::Exact(l.size),
+            );
+            return Err(StoreError::Refused {
+                digest: l.digest.clone(),
+                message: format!("{e} (nothing was downloaded)"),
+            }
+            .into());
+        }
+        if seen.insert(&l.digest) && store.has_layer(&l.digest)? {
+            already += store.layer(&l.digest)?.unpacked_size;
+        }
+    }
+    Ok(ImageBudget::new(limits, already))
+}
+
 /// Imports `todo` with up to `opts.jobs` layers in flight, each thread with
 /// its own handle on the repository (ostree allows one transaction per
 /// handle). The first failure stops the others; then the objects they wrote
@@ -215,6 +272,7 @@ fn import_all(
     store: &Store,
     image: &Source,
     todo: &[&Layer],
+    budget: &ImageBudget,
     opts: &PullOptions,
 ) -> anyhow::Result<()> {
     if todo.is_empty() {
@@ -252,12 +310,13 @@ fn import_all(
                             done: 0,
                             report: &report,
                         };
-                        Ok(handle.import_layer_unpruned(
-                            &layer.digest,
-                            &layer.diff_id,
-                            layer.compression,
-                            counted,
-                        )?)
+                        let source = LayerSource {
+                            digest: &layer.digest,
+                            diff_id: &layer.diff_id,
+                            compression: layer.compression,
+                            declared_size: Some(layer.size),
+                        };
+                        Ok(handle.import_layer_unpruned(&source, counted, budget)?)
                     });
                     match result {
                         Ok(_) => {

@@ -28,6 +28,7 @@ use ostree::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::archive::Compression;
+use crate::limits::{self, ImageBudget, Limits};
 use crate::reference::ImageName;
 
 mod lifecycle;
@@ -93,6 +94,17 @@ pub enum StoreError {
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
+
+/// A layer as its source describes it.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerSource<'a> {
+    pub digest: &'a str,
+    /// The unpacked tar's digest, from the image config.
+    pub diff_id: &'a str,
+    pub compression: Compression,
+    /// The blob's size in its descriptor, when the source gives one.
+    pub declared_size: Option<u64>,
+}
 
 /// A layer's record in the store.
 #[derive(Debug, Clone)]
@@ -249,7 +261,8 @@ impl Store {
         let repo = if path.join("config").exists() {
             ostree::Repo::open_at(ostree::AT_FDCWD, path_str, cancel()).map_err(err)?
         } else {
-            std::fs::create_dir_all(path).map_err(|e| StoreError::Repo {
+            // Objects keep the image's modes; only root may reach them.
+            crate::permissions::private_dir(path).map_err(|e| StoreError::Repo {
                 path: path.to_path_buf(),
                 message: format!("cannot create: {e}"),
             })?;
@@ -330,8 +343,9 @@ impl Store {
         &self.path
     }
 
-    /// Streams a layer blob into the store. On any error (including a digest
-    /// mismatch) the transaction is aborted and nothing becomes visible.
+    /// Streams a layer blob into the store, within the default limits. On
+    /// any error (including a digest mismatch) the transaction is aborted
+    /// and nothing becomes visible.
     pub fn import_layer(
         &self,
         digest: &str,
@@ -339,7 +353,14 @@ impl Store {
         compression: Compression,
         blob: impl Read,
     ) -> Result<StoredLayer> {
-        self.import_layer_unpruned(digest, diff_id, compression, blob)
+        let budget = ImageBudget::new(Limits::default(), 0);
+        let layer = LayerSource {
+            digest,
+            diff_id,
+            compression,
+            declared_size: None,
+        };
+        self.import_layer_unpruned(&layer, blob, &budget)
             .inspect_err(|_| self.discard_unreferenced())
     }
 
@@ -347,15 +368,17 @@ impl Store {
     /// running side by side: a prune while another import streams would
     /// delete that import's objects. The caller runs
     /// [`Store::discard_unreferenced`] once every import has stopped.
+    ///
+    /// The blob is cut off past its declared size, and the import stops
+    /// when the layer or the image passes `budget`'s limits.
     pub fn import_layer_unpruned(
         &self,
-        digest: &str,
-        diff_id: &str,
-        compression: Compression,
+        layer: &LayerSource,
         blob: impl Read,
+        budget: &ImageBudget,
     ) -> Result<StoredLayer> {
         self.begin_transaction()?;
-        match self.import_layer_in_transaction(digest, diff_id, compression, blob) {
+        match self.import_layer_in_transaction(layer, blob, budget) {
             Ok(layer) => {
                 self.commit_transaction()?;
                 Ok(layer)
@@ -401,33 +424,72 @@ impl Store {
 
     fn import_layer_in_transaction(
         &self,
-        digest: &str,
-        diff_id: &str,
-        compression: Compression,
+        layer: &LayerSource,
         blob: impl Read,
+        budget: &ImageBudget,
     ) -> Result<StoredLayer> {
+        let LayerSource {
+            digest,
+            diff_id,
+            compression,
+            declared_size,
+        } = *layer;
         let layer_err = |message: String| StoreError::Layer {
             digest: digest.to_string(),
             message,
         };
+        let refused = |message: String| StoreError::Refused {
+            digest: digest.to_string(),
+            message,
+        };
+        let (read, trip) = (std::cell::Cell::new(0), limits::Trip::default());
+        let blob = limits::Compressed::new(blob, declared_size, budget, &read, &trip);
         let mut compressed = HashingReader::new(BufReader::with_capacity(1 << 20, blob));
         let decoder: Box<dyn Read> = match compression {
             Compression::None => Box::new(&mut compressed),
-            Compression::Gzip => Box::new(flate2::read::GzDecoder::new(&mut compressed)),
+            // Every member, as Go's reader (and so docker) unpacks them.
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut compressed)),
             Compression::Zstd => Box::new(
                 zstd::stream::read::Decoder::new(&mut compressed)
                     .map_err(|e| layer_err(format!("zstd: {e}")))?,
             ),
         };
-        let mut uncompressed = HashingReader::new(decoder);
+        let mut uncompressed =
+            HashingReader::new(limits::Unpacked::new(decoder, &read, budget, &trip));
         let mut writer = TreeWriter::new(&self.repo)?;
         let unpacked = (|| {
             let mut archive = tar::Archive::new(&mut uncompressed);
             let entries = archive
                 .entries()
                 .map_err(|e| layer_err(format!("reading tar: {e}")))?;
-            for entry in entries {
+            let limits = &budget.limits;
+            for (n, entry) in entries.enumerate() {
                 let entry = entry.map_err(|e| layer_err(format!("reading tar: {e}")))?;
+                if n as u64 >= limits.entries {
+                    return Err(refused(
+                        limits
+                            .exceeded(
+                                "entries",
+                                "the number of tar entries",
+                                limits::Value::Count(n as u64 + 1),
+                            )
+                            .to_string(),
+                    ));
+                }
+                let path_length = entry.path_bytes().len() as u64;
+                if path_length > limits.path_length {
+                    let path = String::from_utf8_lossy(&entry.path_bytes()).to_string();
+                    let shown: String = path.chars().take(80).collect();
+                    return Err(refused(
+                        limits
+                            .exceeded(
+                                "path-length",
+                                format!("the path of entry {shown:?}…"),
+                                limits::Value::Exact(path_length),
+                            )
+                            .to_string(),
+                    ));
+                }
                 writer.add(entry).map_err(|e| match e {
                     EntryError::Refused { .. } => StoreError::Refused {
                         digest: digest.to_string(),
@@ -440,6 +502,11 @@ impl Store {
                 .finish()
                 .map_err(|e| layer_err(format!("reading layer: {e}")))
         })();
+        // A limit hit is the cause, whatever tar or the decompressor made
+        // of the error; the rest of the blob is not read.
+        if let Some(exceeded) = trip.take() {
+            return Err(refused(exceeded.to_string()));
+        }
         let (actual_diff_id, unpacked) = match unpacked {
             Ok(u) => u,
             Err(e) => {
@@ -455,9 +522,10 @@ impl Store {
                 });
             }
         };
-        let (actual_digest, _) = compressed
-            .finish()
-            .map_err(|e| layer_err(format!("reading layer: {e}")))?;
+        let (actual_digest, _) = compressed.finish().map_err(|e| match trip.take() {
+            Some(exceeded) => refused(exceeded.to_string()),
+            None => layer_err(format!("reading layer: {e}")),
+        })?;
         if actual_digest != digest {
             return Err(StoreError::DigestMismatch {
                 digest: digest.into(),
@@ -1122,13 +1190,30 @@ impl<'r> TreeWriter<'r> {
             return Ok(());
         };
         let rel = components.join("/");
+        // A whiteout hides something; it never holds anything itself.
+        if let Some(w) = parents.iter().find(|c| c.starts_with(".wh.")) {
+            return Err(refuse(format!(
+                "whiteout {w:?} is used as a directory (a whiteout is a marker file, nothing lives under it)"
+            )));
+        }
         if let Some(hidden) = name.strip_prefix(".wh.") {
             let parent = parents.join("/");
+            if kind.is_dir() {
+                return Err(refuse(format!(
+                    "whiteout {name:?} is a directory (a whiteout is a marker file)"
+                )));
+            }
             if hidden == ".wh..opq" {
                 self.opaque_dirs.push(parent);
             } else if hidden.is_empty() || hidden == "." || hidden == ".." {
                 return Err(refuse(format!(
                     "whiteout {name:?} hides no entry ({hidden:?} is not a file name)"
+                )));
+            } else if hidden.starts_with(".wh.") {
+                // aufs kept its own metadata under `.wh..wh.*` (`.wh..wh.plnk`,
+                // `.wh..wh.aufs`); OCI defines only the opaque marker.
+                return Err(refuse(format!(
+                    "{name:?} is not an OCI whiteout (only \".wh..wh..opq\" is; aufs metadata does not belong in a layer)"
                 )));
             } else {
                 self.whiteouts.push(if parent.is_empty() {
@@ -1407,6 +1492,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("repo");
         Store::open(&path).unwrap();
+        let budget = &ImageBudget::new(Limits::default(), 0);
         std::thread::scope(|s| {
             for t in 0..4 {
                 let path = &path;
@@ -1415,13 +1501,15 @@ mod tests {
                     for i in 0..40 {
                         let name = format!("t{t}/f{i}");
                         let l = tar_with(&[(name.as_str(), name.as_bytes())], None);
+                        let d = digest(&l);
+                        let source = LayerSource {
+                            digest: &d,
+                            diff_id: &d,
+                            compression: Compression::None,
+                            declared_size: Some(l.len() as u64),
+                        };
                         store
-                            .import_layer_unpruned(
-                                &digest(&l),
-                                &digest(&l),
-                                Compression::None,
-                                &l[..],
-                            )
+                            .import_layer_unpruned(&source, &l[..], budget)
                             .unwrap();
                     }
                 });

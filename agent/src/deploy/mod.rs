@@ -378,8 +378,7 @@ pub fn install(host: &Host, store: &Store, opts: &InstallOptions) -> anyhow::Res
     let image = store.image(opts.image)?;
     let mut undo = Undo::default();
     if !host.containers_dir().exists() {
-        fs::create_dir_all(host.containers_dir())
-            .with_context(|| format!("creating {}", host.containers_dir().display()))?;
+        crate::permissions::private_dir(&host.containers_dir())?;
         undo.empty_dirs.push(host.containers_dir());
     }
 
@@ -529,6 +528,7 @@ fn write_deployment(
         0o644,
     )?;
 
+    let mut warnings = rendered.warnings.clone();
     let mut installed = Vec::new();
     for f in &rendered.host_files {
         let data = match &f.content {
@@ -543,6 +543,8 @@ fn write_deployment(
                 .map(|m| m.permissions().mode() & 0o7777)
                 .unwrap_or(0o644)
         };
+        let (mode, dropped) = crate::permissions::host_file_mode(&f.dest, mode);
+        warnings.extend(dropped);
         fsops::write_atomic(&slot_host_file(dir, &f.dest), &data, mode)?;
         installed.push(InstalledFile {
             path: f.dest.clone(),
@@ -571,7 +573,7 @@ fn write_deployment(
     };
     let info_json = serde_json::to_string_pretty(&info)? + "\n";
     fsops::write_atomic(&dir.join("info"), info_json.as_bytes(), 0o644)?;
-    Ok((info, rendered.warnings))
+    Ok((info, warnings))
 }
 
 /// Where a slot keeps its rendered copy of the host file `dest`.
@@ -608,10 +610,11 @@ fn publish(
         let on_host = host.on_host(&f.path);
         let source = slot_host_file(slot_dir, &f.path);
         let data = fs::read(&source).with_context(|| format!("reading {}", source.display()))?;
-        let mode = {
+        // A slot written before modes were checked may still carry them.
+        let (mode, _) = crate::permissions::host_file_mode(&f.path, {
             use std::os::unix::fs::PermissionsExt;
-            fs::metadata(&source)?.permissions().mode() & 0o7777
-        };
+            fs::metadata(&source)?.permissions().mode()
+        });
         let current = fsops::sha256_file(&on_host).ok();
         match (current, recorded(&f.path)) {
             (None, _) => fsops::write_atomic(&on_host, &data, mode)?,
