@@ -13,6 +13,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::archive::{self, Compression, LocalImage};
+use crate::failpoint::failpoint;
 use crate::progress::{Progress, Quiet};
 use crate::reference::{ImageName, ImageRef};
 use crate::registry::{self, RemoteImage};
@@ -188,6 +189,7 @@ fn pull_inner(store: &Store, source: &ImageRef, opts: &PullOptions) -> anyhow::R
     }
     import_all(store, &image, &todo, opts)?;
     store.sync()?;
+    failpoint("pull:after-layers");
 
     let digests: Vec<String> = layers.iter().map(|l| l.digest.clone()).collect();
     let stored = store.commit_image(
@@ -265,6 +267,7 @@ fn import_all(
                                 .lock()
                                 .expect("committed lock")
                                 .push(layer.digest.clone());
+                            failpoint("pull:after-layer");
                             progress.layer_done(
                                 &layer.digest,
                                 layer.size,
