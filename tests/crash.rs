@@ -112,12 +112,17 @@ fn fsck(s: &Socle, repair: bool) -> (Value, Option<i32>) {
     }
     let out = s.run(&args);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "fsck printed no JSON ({e}):\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    // A repair that pulls prints the pull's JSON lines first; the report is last.
+    let values: Vec<Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| {
+            panic!(
+                "fsck printed no JSON ({e}):\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let report = values.into_iter().last().expect("fsck printed a report");
     (report, out.status.code())
 }
 
@@ -608,4 +613,178 @@ fn twenty_mixed_operations_at_once_leave_a_clean_state() {
     for i in &images {
         s.ok(&["images", "verify", i]);
     }
+}
+
+// ---- fsck on damage that is not a crash ---------------------------------------
+
+/// Installs `name` from hello:1 with PORT (pulling it first if needed).
+fn install_named(s: &Socle, name: &str, port: &str) {
+    s.ok(&[
+        "install",
+        "--name",
+        name,
+        "--set",
+        &format!("PORT={port}"),
+        "hello:1",
+    ]);
+}
+
+#[test]
+fn fsck_repairs_what_socle_wrote_and_never_touches_what_it_did_not() {
+    let s = Socle::new();
+    s.pull_hello();
+    install_named(&s, NAME, "9301");
+    install_named(&s, "gone", "9302");
+    // web lost its unit and its host file; gone lost its pointer (a slot
+    // nobody owns, with its unit, tmpfiles and host file still on the host).
+    fs::remove_file(unit(&s)).unwrap();
+    fs::remove_file(host_conf(&s)).unwrap();
+    fs::remove_file(s.containers().join("gone")).unwrap();
+    // Files socle did not write: a unit and a snippet of no container, and
+    // a unit named like a slot's container but with other content.
+    let foreign = [
+        (
+            s.units().join("other.service"),
+            "[Service]\nExecStart=/bin/true\n",
+        ),
+        (
+            s.tmpfiles().join("other.conf"),
+            "d /run/other 0755 root root -\n",
+        ),
+        (
+            s.units().join("ghost.service"),
+            "[Service]\nExecStart=/bin/false\n",
+        ),
+    ];
+    for (path, text) in &foreign {
+        fs::write(path, text).unwrap();
+    }
+    fs::create_dir_all(s.slot("ghost", 0)).unwrap();
+    fs::write(s.slot("ghost", 0).join("ghost.service"), "[Service]\n").unwrap();
+
+    let before = s.snapshot();
+    let (report, code) = fsck(&s, false);
+    assert_eq!(code, Some(1), "{report:#}");
+    s.assert_unchanged(&before);
+    let found: Vec<(String, String)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["kind"].as_str().unwrap().into(),
+                f["subject"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let p = |p: std::path::PathBuf| p.display().to_string();
+    let mut want = vec![
+        ("unit".to_string(), p(unit(&s))),
+        ("host-file".to_string(), p(host_conf(&s))),
+        ("unit".to_string(), p(s.units().join("gone.service"))),
+        ("tmpfiles".to_string(), p(s.tmpfiles().join("gone.conf"))),
+        (
+            "host-file".to_string(),
+            p(s.on_host("/etc/hello/gone.conf")),
+        ),
+        ("slot".to_string(), p(s.slot("gone", 0))),
+        ("slot".to_string(), p(s.slot("ghost", 0))),
+    ];
+    let mut found_sorted = found.clone();
+    found_sorted.sort();
+    want.sort();
+    assert_eq!(found_sorted, want, "{report:#}");
+
+    let (report, code) = fsck(&s, true);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_installed(&s, "PORT=9301", "after fsck --repair");
+    for (path, text) in &foreign {
+        assert_eq!(
+            &fs::read_to_string(path).unwrap(),
+            text,
+            "{}",
+            path.display()
+        );
+    }
+    for gone in [
+        s.units().join("gone.service"),
+        s.tmpfiles().join("gone.conf"),
+        s.on_host("/etc/hello/gone.conf"),
+        s.slot("gone", 0),
+        s.slot("ghost", 0),
+    ] {
+        assert!(
+            fs::symlink_metadata(&gone).is_err(),
+            "{} is left",
+            gone.display()
+        );
+    }
+    assert_fsck_clean(&s, "after fsck --repair");
+
+    // A host file the user edited is a note, never a problem, and stays.
+    let mut text = fs::read_to_string(host_conf(&s)).unwrap();
+    text.push_str("# mine\n");
+    fs::write(host_conf(&s), &text).unwrap();
+    let (report, code) = fsck(&s, true);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["findings"], serde_json::json!([]), "{report:#}");
+    assert!(
+        report["notes"][0].as_str().unwrap().contains("edited"),
+        "{report:#}"
+    );
+    assert_eq!(fs::read_to_string(host_conf(&s)).unwrap(), text);
+}
+
+#[test]
+fn fsck_finds_a_damaged_store_object_and_repair_pulls_the_layer_again() {
+    let s = Socle::new();
+    s.pull_hello();
+    assert_fsck_clean(&s, "after a pull");
+    let object = s.json(&["images", "list"])[0]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|l| {
+            let hex = l
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sha256:")
+                .to_string();
+            let out = std::process::Command::new("ostree")
+                .arg(format!("--repo={}", s.repo().display()))
+                .args([
+                    "ls",
+                    "-C",
+                    &format!("ociimage/{hex}"),
+                    "/usr/bin/hello-greeter",
+                ])
+                .output()
+                .unwrap();
+            let line = String::from_utf8_lossy(&out.stdout).to_string();
+            let sum = line.split_whitespace().nth(4)?.to_string();
+            Some(
+                s.repo()
+                    .join("objects")
+                    .join(&sum[..2])
+                    .join(format!("{}.file", &sum[2..])),
+            )
+        })
+        .expect("a layer has /usr/bin/hello-greeter");
+    let mut data = fs::read(&object).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 1;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&object)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &data))
+        .unwrap();
+
+    let (report, code) = fsck(&s, false);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(report["findings"][0]["kind"], "image", "{report:#}");
+    assert_eq!(report["findings"][0]["subject"], "hello:1", "{report:#}");
+    let (report, code) = fsck(&s, true);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["findings"][0]["repaired"], true, "{report:#}");
+    assert_fsck_clean(&s, "after fsck --repair");
 }
