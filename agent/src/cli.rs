@@ -152,6 +152,24 @@ pub enum Command {
     Rollback { name: String },
     /// Stop and remove a system container (its data directories stay)
     Uninstall { name: String },
+    /// Check the store and the deployments, and repair them with --repair
+    #[command(
+        after_help = "Checks, in order: journals of operations a crash interrupted (finished, or undone for an\n\
+install that never got its pointer), slot and staging directories no container owns (with\n\
+the unit, tmpfiles and host files a removed container's slot left: recognized by their\n\
+content, never by name alone), each container's pointer, unit, tmpfiles snippet and host\n\
+files against its current slot, the store's layer refs, and every object of every image.\n\
+Without --repair it only reports, and exits 1 when it found a problem. Files changed by\n\
+hand are noted, never overwritten.\n\n\
+Examples:\n  socle fsck\n  socle fsck --repair\n  socle --json fsck     # {\"findings\": [...], \"notes\": [...], ...}"
+    )]
+    Fsck {
+        /// Repair what was found (damaged images are pulled again from their source)
+        #[arg(long)]
+        repair: bool,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
     /// List installed system containers
     List {
         /// Also list containers that are not running
@@ -419,6 +437,18 @@ impl Global {
                 .with_context(|| format!("locking {}", path.display()))?;
         }
         Ok(file)
+    }
+
+    /// The state lock if no other socle run holds it (a read-only command
+    /// uses it to recover what a crash left, and otherwise goes on).
+    fn try_lock(&self) -> Option<std::fs::File> {
+        use rustix::fs::{flock, FlockOperation};
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.state_dir.join("lock"))
+            .ok()?;
+        flock(&file, FlockOperation::NonBlockingLockExclusive).ok()?;
+        Some(file)
     }
 
     fn store(&self) -> anyhow::Result<Store> {
@@ -743,11 +773,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 for m in &report.messages {
                     eprintln!("note: {m}");
                 }
+                for k in &report.kept {
+                    eprintln!("note: kept {}: it was edited after install", k.display());
+                }
                 println!("Uninstalled {name}.");
             }
         }
+        Command::Fsck { repair, registry } => fsck(g, *repair, registry)?,
         Command::List { all } => {
             let host = g.host()?;
+            // Operations a crash interrupted are finished first, unless
+            // another socle run is busy (then it may be one in progress).
+            if let Some(_lock) = g.try_lock() {
+                for m in deploy::recover_all(&host)? {
+                    eprintln!("note: {m}");
+                }
+            }
             let rows: Vec<_> = deploy::list(&host)?
                 .into_iter()
                 .filter(|r| *all || r.state == "running" || r.state == "unknown")
@@ -1294,6 +1335,7 @@ fn images_prune(g: &Global) -> anyhow::Result<()> {
     if !slots_removed.is_empty() {
         deploy::fsops::sync_dir(&host.containers_dir())?;
     }
+    crate::failpoint::failpoint("prune:after-slots");
     let gc = store.collect_garbage(&held_by_deployments(&host)?, None)?;
     if g.json {
         let mut v = serde_json::to_value(&gc)?;
@@ -1381,16 +1423,7 @@ fn images_verify(
             stored.name
         );
     };
-    let source: ImageRef = source.parse()?;
-    let layers = store.forget_damaged(&report)?;
-    let pulled = pull_with(g, &store, &source, Some(stored.name.clone()), registry)
-        .with_context(|| {
-            format!(
-                "repairing {}: the damaged layers were removed but pulling them again failed; run `socle pull {source} --name {}` when it is reachable",
-                stored.name, stored.name
-            )
-        })?;
-    let after = store.verify(&pulled.image)?;
+    let (layers, pulled, after) = repair_image(g, &store, &stored, &source, &report, registry)?;
     if g.json {
         return print_json(&serde_json::json!({
             "damaged": report.damaged,
@@ -1420,6 +1453,116 @@ fn images_verify(
     }
     if !after.damaged.is_empty() {
         anyhow::bail!("{}: still damaged after the repair", stored.name);
+    }
+    Ok(())
+}
+
+/// Forgets the damaged objects `report` found in `stored` and pulls its
+/// layers again from `source`. Returns the layers pulled again, the pull and
+/// a verify of the result.
+fn repair_image(
+    g: &Global,
+    store: &Store,
+    stored: &crate::store::StoredImage,
+    source: &str,
+    report: &crate::store::VerifyReport,
+    registry: &RegistryArgs,
+) -> anyhow::Result<(Vec<String>, pull::PullReport, crate::store::VerifyReport)> {
+    let source: ImageRef = source.parse()?;
+    let layers = store.forget_damaged(report)?;
+    let pulled = pull_with(g, store, &source, Some(stored.name.clone()), registry)
+        .with_context(|| {
+            format!(
+                "repairing {}: the damaged layers were removed but pulling them again failed; run `socle pull {source} --name {}` when it is reachable",
+                stored.name, stored.name
+            )
+        })?;
+    let after = store.verify(&pulled.image)?;
+    Ok((layers, pulled, after))
+}
+
+/// `socle fsck [--repair]`.
+fn fsck(g: &Global, repair: bool, registry: &RegistryArgs) -> anyhow::Result<()> {
+    let _lock = g.lock()?;
+    let store = g.store()?;
+    let host = g.host()?;
+    let mut report = crate::fsck::check(&host, &store, repair)?;
+    if repair {
+        let damaged = std::mem::take(&mut report.damaged);
+        for (image, verify) in &damaged {
+            let name = image.name.to_string();
+            let outcome = match image.source.as_deref() {
+                None => Err(anyhow::anyhow!(
+                    "no source is recorded: delete it (`socle images delete --force {name}`) and pull it again"
+                )),
+                Some(source) => repair_image(g, &store, image, source, verify, registry)
+                    .and_then(|(_, _, after)| match after.damaged.len() {
+                        0 => Ok(()),
+                        n => Err(anyhow::anyhow!("{n} objects still damaged after pulling again")),
+                    }),
+            };
+            for f in report
+                .findings
+                .iter_mut()
+                .filter(|f| f.kind == "image" && f.subject == name)
+            {
+                match &outcome {
+                    Ok(()) => f.repaired = true,
+                    Err(e) => f.fix = format!("{}; repair failed: {}", f.fix, one_line(e)),
+                }
+            }
+        }
+    }
+    let clean = report.clean();
+    if g.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["clean"] = clean.into();
+        print_json(&v)?;
+    } else {
+        for f in &report.findings {
+            let state = if f.repaired {
+                "repaired"
+            } else if repair {
+                "NOT repaired"
+            } else {
+                "problem"
+            };
+            println!(
+                "{state}: {} {}: {}; {}",
+                f.kind, f.subject, f.problem, f.fix
+            );
+        }
+        for n in &report.notes {
+            println!("note: {n}");
+        }
+        println!(
+            "Checked {} containers, {} layers, {} images ({} objects): {}.",
+            report.containers_checked,
+            report.layers_checked,
+            report.images_checked,
+            report.objects_checked,
+            if report.findings.is_empty() {
+                "no problem".to_string()
+            } else if clean {
+                format!(
+                    "{} repaired",
+                    plural(report.findings.len(), "problem", "problems")
+                )
+            } else {
+                plural(
+                    report.findings.iter().filter(|f| !f.repaired).count(),
+                    "problem",
+                    "problems",
+                )
+            }
+        );
+    }
+    if !clean {
+        let unrepaired = report.findings.iter().filter(|f| !f.repaired).count();
+        if repair {
+            anyhow::bail!("{unrepaired} problems could not be repaired (see above)");
+        }
+        anyhow::bail!("{unrepaired} problems found; `socle fsck --repair` repairs them");
     }
     Ok(())
 }

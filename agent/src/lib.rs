@@ -10,6 +10,8 @@ pub mod builder;
 pub mod cli;
 pub mod deploy;
 pub mod exports;
+pub mod failpoint;
+pub mod fsck;
 pub mod limits;
 pub mod lint;
 pub mod permissions;

@@ -13,6 +13,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::archive::{self, Compression, LocalImage};
+use crate::failpoint::failpoint;
 use crate::limits::{ImageBudget, Limits, Value};
 use crate::progress::{Progress, Quiet};
 use crate::reference::{ImageName, ImageRef};
@@ -204,6 +205,7 @@ fn pull_inner(store: &Store, source: &ImageRef, opts: &PullOptions) -> anyhow::R
     }
     import_all(store, &image, &todo, &budget, opts)?;
     store.sync()?;
+    failpoint("pull:after-layers");
 
     let digests: Vec<String> = layers.iter().map(|l| l.digest.clone()).collect();
     let stored = store.commit_image(
@@ -324,6 +326,7 @@ fn import_all(
                                 .lock()
                                 .expect("committed lock")
                                 .push(layer.digest.clone());
+                            failpoint("pull:after-layer");
                             progress.layer_done(
                                 &layer.digest,
                                 layer.size,

@@ -380,6 +380,9 @@ impl Store {
         self.begin_transaction()?;
         match self.import_layer_in_transaction(layer, blob, budget) {
             Ok(layer) => {
+                // Killed here, the layer's objects and ref are in the
+                // transaction's staging directory only: not a layer yet.
+                crate::failpoint::failpoint("store:before-layer-commit");
                 self.commit_transaction()?;
                 Ok(layer)
             }
@@ -677,6 +680,7 @@ impl Store {
         })();
         match result {
             Ok(_) => {
+                crate::failpoint::failpoint("store:before-image-commit");
                 self.commit_transaction()?;
                 self.sync()?;
                 self.image(&name.to_string())

@@ -15,13 +15,16 @@
 //! Everything a slot needs is written before anything on the host changes,
 //! so a bad input fails with the host untouched.
 
+pub mod fsck;
 pub mod fsops;
 pub mod health;
 mod inventory;
+mod recovery;
 pub mod render;
 mod update;
 
 pub use inventory::SlotUse;
+pub use recovery::recover_all;
 pub use render::unit_name;
 
 pub use update::{rollback, update, UpdateOptions, UpdateReport};
@@ -36,6 +39,7 @@ use std::process::Command;
 use anyhow::{bail, Context};
 
 use crate::exports;
+use crate::failpoint::failpoint;
 use crate::store::{Store, StoredImage};
 use crate::systemd::Systemd;
 use crate::template::{self, Values};
@@ -359,11 +363,18 @@ pub fn install(host: &Host, store: &Store, opts: &InstallOptions) -> anyhow::Res
     let name = opts.name;
     validate_name(name)?;
     let user_values = parse_sets(opts.set)?;
+    // An operation a crash interrupted is finished or undone first.
+    let recovered = update::recover(host, name)?;
     if let Some(slot) = host.current_slot(name) {
-        let image = host
-            .read_info(name, slot)
-            .map(|i| i.image)
-            .unwrap_or_else(|_| "?".into());
+        let info = host.read_info(name, slot);
+        // The install a crash interrupted, asked for again: it is done now.
+        if let (Some((t, message)), Ok(info)) = (&recovered, &info) {
+            let same_image = store.image(opts.image).is_ok_and(|i| i.id == info.image_id);
+            if t.op == update::Op::Install && same_image && info.user_values == user_values {
+                return Ok(install_report(host, info, vec![message.clone()]));
+            }
+        }
+        let image = info.map(|i| i.image).unwrap_or_else(|_| "?".into());
         bail!(
             "container {name:?} is already installed (image {image}); use `socle uninstall {name}` first, or pick another --name"
         );
@@ -382,18 +393,37 @@ pub fn install(host: &Host, store: &Store, opts: &InstallOptions) -> anyhow::Res
         undo.empty_dirs.push(host.containers_dir());
     }
 
+    // The journal comes first and goes last: a crash in between is undone
+    // (before the pointer exists) or finished (after) by the next command.
+    let slot = 0;
+    let id = new_deployment_id();
+    update::write_transition(
+        host,
+        name,
+        &update::Transition {
+            op: update::Op::Install,
+            phase: update::Phase::Staging,
+            from: slot,
+            to: slot,
+            was_running: false,
+            new_id: id.clone(),
+        },
+    )?;
+    undo.paths.push(update::transition_path(host, name));
+    failpoint("install:after-journal");
+
     // A slot left by an install that crashed before the pointer existed is
     // garbage: nobody points at it.
-    let slot = 0;
     let slot_dir = host.slot_dir(name, slot);
-    let staging = host
-        .containers_dir()
-        .join(format!(".{name}.{slot}.staging"));
-    fsops::remove_any(&staging)?;
-    fsops::remove_any(&slot_dir)?;
+    let staging = staging_dir(host, name, slot);
+    let cleared = fsops::remove_any(&staging).and_then(|_| fsops::remove_any(&slot_dir));
+    if let Err(e) = cleared {
+        undo.run();
+        return Err(e.into());
+    }
 
     undo.paths.push(staging.clone());
-    let (info, warnings) = match write_deployment(
+    let (info, mut warnings) = match write_deployment(
         host,
         store,
         &image,
@@ -401,7 +431,7 @@ pub fn install(host: &Host, store: &Store, opts: &InstallOptions) -> anyhow::Res
         slot,
         &user_values,
         None,
-        &new_deployment_id(),
+        &id,
         &staging,
     ) {
         Ok(r) => r,
@@ -410,6 +440,7 @@ pub fn install(host: &Host, store: &Store, opts: &InstallOptions) -> anyhow::Res
             return Err(e);
         }
     };
+    failpoint("install:after-staging");
     // Refuse to overwrite host files socle did not write.
     for f in &info.installed_files {
         let on_host = host.on_host(&f.path);
@@ -425,13 +456,19 @@ pub fn install(host: &Host, store: &Store, opts: &InstallOptions) -> anyhow::Res
         fs::rename(&staging, &slot_dir)
             .with_context(|| format!("renaming {} to {}", staging.display(), slot_dir.display()))?;
         fsops::sync_dir(&host.containers_dir())?;
+        failpoint("install:after-rename");
         publish(host, name, &slot_dir, &info, None)?;
+        failpoint("install:after-publish");
         fsops::swap_symlink(Path::new(&format!("{name}.{slot}")), &host.pointer(name))?;
+        failpoint("install:after-pointer");
         host.systemd.reload()?;
         if info.has_container_service {
             host.systemd.enable(&unit_name(name))?;
         }
         host.run_tmpfiles("--create", &host.tmpfiles_path(name))?;
+        failpoint("install:after-enable");
+        fsops::remove_any(&update::transition_path(host, name))?;
+        fsops::sync_dir(&host.containers_dir())?;
         Ok(())
     };
     if let Err(e) = finish() {
@@ -447,20 +484,30 @@ pub fn install(host: &Host, store: &Store, opts: &InstallOptions) -> anyhow::Res
         let _ = host.systemd.reload();
         return Err(e.context(format!("installing {name}; nothing was left behind")));
     }
-    Ok(InstallReport {
-        name: name.into(),
+    if let Some((_, message)) = recovered {
+        warnings.insert(0, message);
+    }
+    Ok(install_report(host, &info, warnings))
+}
+
+/// What `install` reports about the deployment in `info`.
+fn install_report(host: &Host, info: &Info, warnings: Vec<String>) -> InstallReport {
+    InstallReport {
+        name: info.name.clone(),
         image: info.image.clone(),
         image_id: info.image_id.clone(),
-        deployment: slot_dir,
-        unit: info.has_container_service.then(|| host.unit_path(name)),
-        tmpfiles: host.tmpfiles_path(name),
+        deployment: host.slot_dir(&info.name, info.slot),
+        unit: info
+            .has_container_service
+            .then(|| host.unit_path(&info.name)),
+        tmpfiles: host.tmpfiles_path(&info.name),
         host_files: info
             .installed_files
             .iter()
             .map(|f| f.path.clone())
             .collect(),
         warnings,
-    })
+    }
 }
 
 fn parse_sets(sets: &[String]) -> anyhow::Result<Values> {
@@ -699,71 +746,142 @@ pub struct UninstallReport {
 
 /// Stops and removes a container: unit, tmpfiles, unchanged host files,
 /// pointer and slots. Data directories made by tmpfiles `d`/`Z` lines stay.
+/// Every step can be repeated, so an uninstall a crash interrupted (its
+/// journal names the slot) is finished by the next command.
 pub fn uninstall(host: &Host, name: &str) -> anyhow::Result<UninstallReport> {
     check_installed_name(name)?;
-    let Some(slot) = host.current_slot(name) else {
-        bail!("no container {name:?} is installed (see `socle list --all`)");
-    };
-    let info = host.read_info(name, slot)?;
-    let unit = unit_name(name);
     let mut report = UninstallReport {
         name: name.into(),
         ..Default::default()
     };
-    if info.has_container_service {
+    let pending = update::read_transition(host, name)?;
+    let slot = match &pending {
+        Some(t) if t.op == update::Op::Uninstall => Some(t.from),
+        Some(t) if t.op == update::Op::Install => {
+            // Finished or undone; an undone install leaves nothing to remove.
+            if let Some((_, message)) = update::recover(host, name)? {
+                report.messages.push(message);
+            }
+            match host.current_slot(name) {
+                Some(slot) => Some(slot),
+                None => return Ok(report),
+            }
+        }
+        // An interrupted update or rollback: both slots go anyway.
+        _ => host.current_slot(name),
+    };
+    let Some(slot) = slot else {
+        bail!("no container {name:?} is installed (see `socle list --all`)");
+    };
+    remove_container(host, name, slot, &mut report)?;
+    Ok(report)
+}
+
+/// The steps of an uninstall of `name`, whose pointer designates (or
+/// designated, when finishing an interrupted uninstall) `slot`.
+fn remove_container(
+    host: &Host,
+    name: &str,
+    slot: u32,
+    report: &mut UninstallReport,
+) -> anyhow::Result<()> {
+    // Read before anything goes: the slots record what socle put on the host.
+    let info = host.read_info(name, slot).ok();
+    let other_info = host.read_info(name, 1 - slot.min(1)).ok();
+    update::write_transition(
+        host,
+        name,
+        &update::Transition {
+            op: update::Op::Uninstall,
+            phase: update::Phase::Switching,
+            from: slot,
+            to: slot,
+            was_running: false,
+            new_id: String::new(),
+        },
+    )?;
+    failpoint("uninstall:after-journal");
+    let unit = unit_name(name);
+    let unit_path = host.unit_path(name);
+    if info.as_ref().is_some_and(|i| i.has_container_service) && unit_path.exists() {
         if host.systemd.active_state(&unit)?.as_deref() != Some("inactive") {
             report.messages = host.stop_container(name)?;
         }
         host.systemd.disable(&unit)?;
-        let unit_path = host.unit_path(name);
         fsops::remove_any(&unit_path)?;
         report.removed.push(unit_path);
         host.systemd.reload()?;
     }
+    failpoint("uninstall:after-unit");
     let tmpfiles = host.tmpfiles_path(name);
     if tmpfiles.exists() {
         host.run_tmpfiles("--remove", &tmpfiles)?;
         fsops::remove_any(&tmpfiles)?;
         report.removed.push(tmpfiles);
     }
-    for f in &info.installed_files {
+    failpoint("uninstall:after-tmpfiles");
+    // A file either slot wrote is socle's (an interrupted update may have
+    // published the other slot's version); any other content is the user's.
+    let records: Vec<&InstalledFile> = [&info, &other_info]
+        .into_iter()
+        .flatten()
+        .flat_map(|i| &i.installed_files)
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for f in &records {
+        if !seen.insert(&f.path) {
+            continue;
+        }
         let on_host = host.on_host(&f.path);
         match fsops::sha256_file(&on_host) {
-            Ok(sum) if sum == f.sha256 => {
+            Ok(sum) if records.iter().any(|r| r.path == f.path && r.sha256 == sum) => {
                 fsops::remove_any(&on_host)?;
                 report.removed.push(f.path.clone());
             }
-            Ok(_) => {
-                eprintln!("Kept {}: it was edited after install.", on_host.display());
-                report.kept.push(f.path.clone());
-            }
+            Ok(_) => report.kept.push(f.path.clone()),
             Err(_) => {} // already gone
         }
     }
+    failpoint("uninstall:after-host-files");
     fsops::remove_any(&host.pointer(name))?;
-    fsops::remove_any(&host.containers_dir().join(format!(".{name}.transition")))?;
+    fsops::sync_dir(&host.containers_dir())?;
+    failpoint("uninstall:after-pointer");
     for s in [0, 1] {
         fsops::remove_any(&staging_dir(host, name, s))?;
-    }
-    fsops::sync_dir(&host.containers_dir())?;
-    for s in [0, 1] {
         let d = host.slot_dir(name, s);
         if d.exists() {
             fsops::remove_any(&d)?;
             report.removed.push(d);
         }
     }
-    Ok(report)
+    failpoint("uninstall:after-slots");
+    fsops::remove_any(&update::transition_path(host, name))?;
+    fsops::sync_dir(&host.containers_dir())?;
+    Ok(())
 }
 
-/// State of every installed container.
+/// State of every installed container. A container being installed or
+/// uninstalled (its journal says so) is not listed: it is not installed
+/// until the install ends, and no longer once the uninstall began.
 pub fn list(host: &Host) -> anyhow::Result<Vec<ContainerStatus>> {
     let mut rows = Vec::new();
     for name in host.installed()? {
+        let changing = update::read_transition(host, &name)
+            .ok()
+            .flatten()
+            .is_some_and(|t| matches!(t.op, update::Op::Install | update::Op::Uninstall));
         let Some(slot) = host.current_slot(&name) else {
             continue;
         };
-        let info = host.read_info(&name, slot)?;
+        if changing {
+            continue;
+        }
+        let info = match host.read_info(&name, slot) {
+            Ok(i) => i,
+            // Uninstalled by another socle run while this one read.
+            Err(_) if host.current_slot(&name).is_none() => continue,
+            Err(e) => return Err(e),
+        };
         let state = if !info.has_container_service {
             "no service".to_string()
         } else {

@@ -18,6 +18,7 @@ use super::{
     check_installed_name, fsops, new_deployment_id, parse_sets, publish, unit_name,
     write_deployment, Host, Info,
 };
+use crate::failpoint::failpoint;
 use crate::store::Store;
 use crate::systemd::JobResult;
 
@@ -194,46 +195,48 @@ fn start_unit(host: &Host, name: &str) -> anyhow::Result<Option<String>> {
     })
 }
 
-/// Crash points for tests: `SOCLE_FAILPOINT=update:after-stop` makes socle
-/// kill itself with SIGKILL there, as a power cut would.
-fn failpoint(step: &str) {
-    if std::env::var("SOCLE_FAILPOINT").is_ok_and(|v| v == step) {
-        eprintln!("socle: failpoint {step}: killing myself");
-        let _ =
-            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
-    }
-}
-
-/// Recorded while the host is between two slots, so that a run after a
+/// Recorded while the host is between two states of a container (an
+/// install, an uninstall, a switch between slots), so that a run after a
 /// crash can make the host consistent again.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct Transition {
-    op: Op,
-    phase: Phase,
-    from: u32,
-    to: u32,
-    was_running: bool,
-    /// Info id of the deployment an update writes into `to`.
-    new_id: String,
+pub(super) struct Transition {
+    pub(super) op: Op,
+    #[serde(default = "staging_phase")]
+    pub(super) phase: Phase,
+    pub(super) from: u32,
+    pub(super) to: u32,
+    #[serde(default)]
+    pub(super) was_running: bool,
+    /// Info id of the deployment an update or install writes into `to`.
+    #[serde(default)]
+    pub(super) new_id: String,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+fn staging_phase() -> Phase {
+    Phase::Staging
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-enum Op {
+pub(super) enum Op {
     Update,
     Rollback,
+    /// An install into slot `to`: finished if the pointer exists, else undone.
+    Install,
+    /// An uninstall of the deployment in slot `from`: always finished.
+    Uninstall,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-enum Phase {
+pub(super) enum Phase {
     /// The new slot is being written; the host is untouched.
     Staging,
     /// The host is being moved from `from` to `to`.
     Switching,
 }
 
-fn write_transition(host: &Host, name: &str, t: &Transition) -> anyhow::Result<()> {
+pub(super) fn write_transition(host: &Host, name: &str, t: &Transition) -> anyhow::Result<()> {
     fsops::write_atomic(&transition_path(host, name), &serde_json::to_vec(t)?, 0o644)?;
     Ok(())
 }
@@ -243,8 +246,25 @@ pub(crate) fn staging_dir(host: &Host, name: &str, slot: u32) -> std::path::Path
         .join(format!(".{name}.{slot}.staging"))
 }
 
-fn transition_path(host: &Host, name: &str) -> std::path::PathBuf {
+pub(super) fn transition_path(host: &Host, name: &str) -> std::path::PathBuf {
     host.containers_dir().join(format!(".{name}.transition"))
+}
+
+/// The journal of an unfinished operation on `name`, if there is one.
+pub(super) fn read_transition(host: &Host, name: &str) -> anyhow::Result<Option<Transition>> {
+    let path = transition_path(host, name);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let t = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "reading {}: not a socle journal; move it away and run `socle fsck`",
+            path.display()
+        )
+    })?;
+    Ok(Some(t))
 }
 
 /// Finishes what a crashed update or rollback left: the pointer (moved by
@@ -253,13 +273,14 @@ fn transition_path(host: &Host, name: &str) -> std::path::PathBuf {
 /// if it was running. A slot an interrupted update wrote but never made
 /// current is discarded. Returns what was interrupted and a message, when
 /// there was something to do.
-fn recover(host: &Host, name: &str) -> anyhow::Result<Option<(Transition, String)>> {
+pub(super) fn recover(host: &Host, name: &str) -> anyhow::Result<Option<(Transition, String)>> {
     let path = transition_path(host, name);
-    let Ok(text) = fs::read_to_string(&path) else {
+    let Some(t) = read_transition(host, name)? else {
         return Ok(None);
     };
-    let t: Transition =
-        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+    if matches!(t.op, Op::Install | Op::Uninstall) {
+        return super::recovery::recover_lifecycle(host, name, t);
+    }
     fsops::remove_any(&staging_dir(host, name, t.to))?;
     let Some(slot) = host.current_slot(name) else {
         fsops::remove_any(&path)?;

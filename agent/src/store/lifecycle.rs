@@ -313,6 +313,7 @@ impl Store {
                 .map_err(self.repo_err("pin a held image"))?;
             report.held.extend(by.iter().cloned());
         }
+        crate::failpoint::failpoint("gc:after-pins");
         for (r, commit) in self.refs_under(HELD_PREFIX)? {
             if !pins.contains_key(&commit) {
                 self.repo
@@ -331,6 +332,7 @@ impl Store {
                 .map_err(self.repo_err("remove layer ref"))?;
             report.layers_removed.push(RemovedLayer { digest, size });
         }
+        crate::failpoint::failpoint("gc:after-layer-refs");
 
         let (total, pruned, bytes) = self
             .repo
@@ -339,6 +341,7 @@ impl Store {
         report.objects_total = total.max(0) as u64;
         report.objects_removed = pruned.max(0) as u64;
         report.bytes_freed = bytes;
+        crate::failpoint::failpoint("gc:after-prune");
         self.remove_empty_object_dirs();
         self.sync()?;
         Ok(report)
