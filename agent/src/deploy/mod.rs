@@ -397,19 +397,19 @@ pub fn install(host: &Host, store: &Store, opts: &InstallOptions) -> anyhow::Res
     // (before the pointer exists) or finished (after) by the next command.
     let slot = 0;
     let id = new_deployment_id();
-    update::write_transition(
-        host,
-        name,
-        &update::Transition {
-            op: update::Op::Install,
-            phase: update::Phase::Staging,
-            from: slot,
-            to: slot,
-            was_running: false,
-            new_id: id.clone(),
-        },
-    )?;
     undo.paths.push(update::transition_path(host, name));
+    let journal = update::Transition {
+        op: update::Op::Install,
+        phase: update::Phase::Staging,
+        from: slot,
+        to: slot,
+        was_running: false,
+        new_id: id.clone(),
+    };
+    if let Err(e) = update::write_transition(host, name, &journal) {
+        undo.run();
+        return Err(e);
+    }
     failpoint("install:after-journal");
 
     // A slot left by an install that crashed before the pointer existed is
