@@ -116,6 +116,12 @@ pub enum Command {
         /// Set a template variable; repeatable
         #[arg(long = "set", value_name = "VAR=VALUE")]
         set: Vec<String>,
+        /// Accept a --set of a variable the image does not have (a warning)
+        #[arg(long)]
+        force: bool,
+        /// Refuse an image that asks for dangerous things (see `socle image lint`)
+        #[arg(long, env = "SOCLE_DENY_DANGEROUS")]
+        deny_dangerous: bool,
         image: String,
     },
     /// Deploy a container again into its other slot: new values, or a newer image
@@ -135,6 +141,12 @@ pub enum Command {
         /// Set a template variable; repeatable
         #[arg(long = "set", value_name = "VAR=VALUE")]
         set: Vec<String>,
+        /// Accept a --set of a variable the image does not have (a warning)
+        #[arg(long)]
+        force: bool,
+        /// Refuse an image that asks for dangerous things (see `socle image lint`)
+        #[arg(long, env = "SOCLE_DENY_DANGEROUS")]
+        deny_dangerous: bool,
         /// Switch to another image: a stored name, or a source such as
         /// oci-archive:FILE (pulled first)
         #[arg(long, value_name = "IMAGE")]
@@ -519,7 +531,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             registry,
         } => {
             let source: ImageRef = image.parse()?;
-            let name = name.as_deref().map(ImageName::parse).transpose()?;
+            let name = name.as_deref().map(ImageName::parse_new).transpose()?;
             let _lock = g.lock()?;
             let store = g.store()?;
             let report = pull_with(g, &store, &source, name, registry)?;
@@ -666,6 +678,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             system: _,
             name,
             set,
+            force,
+            deny_dangerous,
             image,
         } => {
             let _lock = g.lock()?;
@@ -688,6 +702,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     name: &name,
                     image,
                     set,
+                    policy: deploy::Policy {
+                        force: *force,
+                        deny_dangerous: *deny_dangerous,
+                    },
                 },
             )?;
             for w in &report.warnings {
@@ -717,6 +735,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             all,
             pull,
             set,
+            force,
+            deny_dangerous,
             rebase,
             no_rollback,
             timeout,
@@ -728,7 +748,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let timeout = std::time::Duration::from_secs(*timeout);
             if *all {
                 let repull = pull.then_some(registry);
-                return update_all(g, &host, &store, repull, *no_rollback, timeout);
+                let policy = deploy::Policy {
+                    force: false,
+                    deny_dangerous: *deny_dangerous,
+                };
+                return update_all(g, &host, &store, repull, *no_rollback, timeout, policy);
             }
             let name = name.as_deref().unwrap_or_default();
             let rebase = match rebase {
@@ -750,6 +774,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 &deploy::UpdateOptions {
                     name,
                     set,
+                    policy: deploy::Policy {
+                        force: *force,
+                        deny_dangerous: *deny_dangerous,
+                    },
                     rebase: rebase.as_deref(),
                     no_rollback: *no_rollback,
                     timeout,
@@ -847,6 +875,7 @@ fn update_all(
     repull_with: Option<&RegistryArgs>,
     no_rollback: bool,
     timeout: std::time::Duration,
+    policy: deploy::Policy,
 ) -> anyhow::Result<()> {
     #[derive(serde::Serialize)]
     struct Row {
@@ -869,6 +898,7 @@ fn update_all(
                 &deploy::UpdateOptions {
                     name: &name,
                     set: &[],
+                    policy,
                     rebase: None,
                     no_rollback,
                     timeout,

@@ -8,7 +8,9 @@
 pub mod archive;
 pub mod builder;
 pub mod cli;
+pub mod danger;
 pub mod deploy;
+pub mod escape;
 pub mod exports;
 pub mod failpoint;
 pub mod fsck;

@@ -171,6 +171,8 @@ fn pull_inner(store: &Store, source: &ImageRef, opts: &PullOptions) -> anyhow::R
                 .with_context(|| format!("{source} names no image; pass --name NAME[:TAG]"))?
         }
     };
+    // Before any layer: a name the store can't hold would fail only at the end.
+    name.check_new()?;
     let (manifest_digest, manifest_bytes, config_bytes) = match &image {
         Source::Local(i) => (&i.manifest_digest, &i.manifest_bytes, &i.config_bytes),
         Source::Remote(i) => (&i.manifest_digest, &i.manifest_bytes, &i.config_bytes),

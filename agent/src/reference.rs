@@ -364,6 +364,92 @@ impl ImageName {
     }
 }
 
+/// The rule a new image name follows, for error messages.
+pub const IMAGE_NAME_RULE: &str = "a new image name is [REGISTRY[:PORT]/]PATH[:TAG]: PATH is lowercase letters and digits separated by '.', '_', '__', '-' or '/', TAG is letters, digits, '_', '.' and '-' (not first), at most 128 characters, and the whole name at most 200";
+
+fn is_path_component(c: &str) -> bool {
+    // docker's [a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let b = c.as_bytes();
+    let (Some(&first), Some(&last)) = (b.first(), b.last()) else {
+        return false;
+    };
+    if !alnum(first) || !alnum(last) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if alnum(b[i]) {
+            i += 1;
+            continue;
+        }
+        let sep_len = b[i..].iter().take_while(|&&x| !alnum(x)).count();
+        let sep = &c[i..i + sep_len];
+        if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-')) {
+            return false;
+        }
+        i += sep_len;
+    }
+    true
+}
+
+fn is_domain(c: &str) -> bool {
+    let (host, port) = match c.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (c, None),
+    };
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    host.split('.').all(label_ok)
+        && port
+            .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+impl ImageName {
+    /// Parses a name an image is about to be stored under, and checks it
+    /// follows docker's reference grammar, so the store can always hold it.
+    pub fn parse_new(s: &str) -> Result<ImageName, ReferenceError> {
+        let name = ImageName::parse(s)?;
+        name.check_new()?;
+        Ok(name)
+    }
+
+    /// Checks that this name follows [`IMAGE_NAME_RULE`].
+    pub fn check_new(&self) -> Result<(), ReferenceError> {
+        let bad = || ReferenceError::BadName(self.to_string(), IMAGE_NAME_RULE);
+        let mut parts: Vec<&str> = self.repository.split('/').collect();
+        let first = parts[0];
+        let has_domain = parts.len() > 1
+            && (first.contains(['.', ':'])
+                || first == "localhost"
+                || first != first.to_lowercase());
+        if has_domain {
+            if !is_domain(first) {
+                return Err(bad());
+            }
+            parts.remove(0);
+        }
+        let tag = self.tag.as_bytes();
+        let tag_ok = tag.len() <= 128
+            && (tag[0].is_ascii_alphanumeric() || tag[0] == b'_')
+            && tag
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if parts.is_empty()
+            || !parts.iter().all(|p| is_path_component(p))
+            || !tag_ok
+            || self.to_string().len() > 200
+        {
+            return Err(bad());
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for ImageName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.repository, self.tag)
@@ -460,6 +546,32 @@ mod tests {
         assert_eq!(n.repository, "localhost:5000/team/etcd");
         assert_eq!(n.tag, "latest");
         let n = ImageName::parse("hello:v2").unwrap();
+        for good in [
+            "hello",
+            "hello:1",
+            "localhost:5000/team/etcd:3.4",
+            "quay.io/coreos/etcd:v3.5.17",
+            "a__b/c-d.e:_x",
+            "Registry.Example/x",
+        ] {
+            assert!(ImageName::parse_new(good).is_ok(), "{good}");
+        }
+        for bad in [
+            ".hidden",
+            "-x",
+            "Hello",
+            "a..b",
+            "a/-b",
+            "x:.tag",
+            "x:-t",
+            "a_/b",
+            "host:port/x",
+            &format!("x:{}", "t".repeat(129)),
+            &"a".repeat(201),
+        ] {
+            let err = ImageName::parse_new(bad).unwrap_err().to_string();
+            assert!(err.contains("a new image name is"), "{bad}: {err}");
+        }
         assert_eq!(n.to_string(), "hello:v2");
         assert!(ImageName::parse("hello:").is_err());
     }

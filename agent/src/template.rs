@@ -45,6 +45,38 @@ pub enum TemplateError {
     SetInvalidName(String),
     #[error("--set {0}: the value contains a line break, which would inject lines into the generated files")]
     SetValueWithNewline(String),
+    #[error("value of {name} ({origin}) cannot go into {file} (line {line}): {problem}")]
+    Value {
+        name: String,
+        origin: String,
+        file: String,
+        line: usize,
+        problem: String,
+    },
+}
+
+/// Where substituted values land: it sees the template's own text in order
+/// and writes each value the way that format needs (escaped, or refused).
+pub trait Sink {
+    /// Literal template text, in order, up to the next placeholder.
+    fn literal(&mut self, text: &str);
+    /// `value` as it must be written at this point, or why it can't be.
+    fn value(&mut self, name: &str, value: &str) -> Result<String, String>;
+    /// Where the value of `name` came from, for errors (`--set`, …).
+    fn origin(&self, name: &str) -> String;
+}
+
+/// Plain text: values go in as they are.
+struct Plain;
+
+impl Sink for Plain {
+    fn literal(&mut self, _: &str) {}
+    fn value(&mut self, _: &str, value: &str) -> Result<String, String> {
+        Ok(value.to_string())
+    }
+    fn origin(&self, _: &str) -> String {
+        String::new()
+    }
 }
 
 /// One lexical piece of a template.
@@ -126,21 +158,48 @@ fn position(text: &str, offset: usize) -> (usize, usize) {
 
 /// Substitutes every placeholder of `text`; `file` labels errors.
 pub fn substitute(text: &str, values: &Values, file: &str) -> Result<String, TemplateError> {
+    substitute_into(text, values, file, &mut Plain)
+}
+
+/// Substitutes every placeholder of `text`, each value written as `sink`
+/// (the format of `file`) says.
+pub fn substitute_into(
+    text: &str,
+    values: &Values,
+    file: &str,
+    sink: &mut dyn Sink,
+) -> Result<String, TemplateError> {
     let mut out = String::with_capacity(text.len());
     for (offset, token) in tokens(text) {
         match token {
-            Token::Text(s) => out.push_str(s),
-            Token::Dollar => out.push('$'),
-            Token::Variable(name) => match values.get(name) {
-                Some(v) => out.push_str(v),
-                None => {
-                    return Err(TemplateError::UnknownVariable {
-                        file: file.to_string(),
-                        name: name.to_string(),
-                        line: position(text, offset).0,
-                    })
+            Token::Text(s) => {
+                sink.literal(s);
+                out.push_str(s)
+            }
+            Token::Dollar => {
+                sink.literal("$");
+                out.push('$')
+            }
+            Token::Variable(name) => {
+                match values.get(name) {
+                    Some(v) => out.push_str(&sink.value(name, v).map_err(|problem| {
+                        TemplateError::Value {
+                            name: name.to_string(),
+                            origin: sink.origin(name),
+                            file: file.to_string(),
+                            line: position(text, offset).0,
+                            problem,
+                        }
+                    })?),
+                    None => {
+                        return Err(TemplateError::UnknownVariable {
+                            file: file.to_string(),
+                            name: name.to_string(),
+                            line: position(text, offset).0,
+                        })
+                    }
                 }
-            },
+            }
             Token::Invalid => {
                 let (line, column) = position(text, offset);
                 return Err(TemplateError::InvalidPlaceholder {

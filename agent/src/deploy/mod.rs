@@ -93,6 +93,16 @@ pub struct InstallOptions<'a> {
     pub name: &'a str,
     pub image: &'a str,
     pub set: &'a [String],
+    pub policy: Policy,
+}
+
+/// How install and update treat what an image or the values ask for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Policy {
+    /// A `--set` of a variable the image does not have is a warning, not an error.
+    pub force: bool,
+    /// What [`crate::danger`] finds is an error, not a warning.
+    pub deny_dangerous: bool,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -431,6 +441,7 @@ pub fn install(host: &Host, store: &Store, opts: &InstallOptions) -> anyhow::Res
         slot,
         &user_values,
         None,
+        (&user_values, opts.policy),
         &id,
         &staging,
     ) {
@@ -532,12 +543,19 @@ fn write_deployment(
     slot: u32,
     user_values: &Values,
     previous: Option<&Values>,
+    (new_sets, policy): (&Values, Policy),
     id: &str,
     dir: &Path,
 ) -> anyhow::Result<(Info, Vec<String>)> {
     let rootfs = dir.join("rootfs");
     store.checkout(image, &rootfs)?;
     let exports = exports::read(&rootfs)?;
+    let mut warnings = render::check_set_names(
+        exports.as_ref(),
+        &image.name.to_string(),
+        new_sets,
+        policy.force,
+    )?;
     let image_config = image.config()?;
     let destdir = host.slot_dir(name, slot);
     let input = render::RenderInput {
@@ -553,6 +571,19 @@ fn write_deployment(
         host_root: &host.host_root,
     };
     let rendered = render::render(&input)?;
+    let dangers = crate::danger::find(&rendered);
+    if policy.deny_dangerous && !dangers.is_empty() {
+        let list: Vec<String> = dangers
+            .iter()
+            .map(|d| format!("{}: {}", d.file, d.message))
+            .collect();
+        bail!(
+            "{} is refused by --deny-dangerous (SOCLE_DENY_DANGEROUS): {}",
+            image.name,
+            list.join("; ")
+        );
+    }
+    warnings.extend(dangers.iter().map(ToString::to_string));
     let probe = match exports
         .as_ref()
         .and_then(|e| e.manifest.health_check.as_ref())
@@ -575,7 +606,7 @@ fn write_deployment(
         0o644,
     )?;
 
-    let mut warnings = rendered.warnings.clone();
+    warnings.extend(rendered.warnings.iter().cloned());
     let mut installed = Vec::new();
     for f in &rendered.host_files {
         let data = match &f.content {

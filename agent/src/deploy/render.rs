@@ -9,6 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use oci_spec::image::ImageConfiguration;
 use serde_json::Value;
 
+use crate::escape::{self, Origin};
 use crate::exports::{Exports, ExportsError};
 use crate::runtime::{self, RuntimeError};
 use crate::template::{self, Resolved, TemplateError, Values};
@@ -42,6 +43,12 @@ pub enum RenderError {
     Read { path: PathBuf, source: io::Error },
     #[error("finding the socle executable for $ATOMIC: {0}")]
     CurrentExe(io::Error),
+    #[error("--set {names}: image {image} has no such variable ({listed}); check the spelling, or pass --force to set it anyway")]
+    UnknownSet {
+        names: String,
+        image: String,
+        listed: String,
+    },
     #[error("{what} {path:?} is not valid UTF-8 and can't be a template value")]
     NonUtf8Path { what: &'static str, path: PathBuf },
 }
@@ -161,6 +168,90 @@ pub fn required_variables(exports: &Exports) -> BTreeSet<String> {
     .collect()
 }
 
+/// Every variable the image has: those its templates, host file templates,
+/// `renameFiles` and probe use, and its `defaultValues`. A `--set` of
+/// anything else would be silently ignored.
+pub fn image_variables(exports: Option<&Exports>) -> Result<BTreeSet<String>, RenderError> {
+    let Some(exports) = exports else {
+        return Ok(BTreeSet::new());
+    };
+    let manifest = &exports.manifest;
+    let mut texts: Vec<String> = [
+        &exports.config_template,
+        &exports.service_template,
+        &exports.tmpfiles_template,
+    ]
+    .into_iter()
+    .flatten()
+    .cloned()
+    .collect();
+    texts.extend(manifest.rename_files.values().cloned());
+    texts.extend(manifest.health_check.iter().map(|h| h.to_string()));
+    if let Some(hostfs) = &exports.hostfs {
+        for file in &manifest.installed_files_template {
+            let path = hostfs.join(file.trim_start_matches('/'));
+            if path.symlink_metadata().is_ok_and(|m| m.is_file()) {
+                texts.push(
+                    std::fs::read_to_string(&path)
+                        .map_err(|source| RenderError::Read { path, source })?,
+                );
+            }
+        }
+    }
+    let mut names: BTreeSet<String> = texts
+        .iter()
+        .flat_map(|t| template::variables_in(t))
+        .collect();
+    names.extend(manifest.default_values.keys().cloned());
+    // PIDFILE is derived from RUN_DIRECTORY.
+    if names.contains("PIDFILE") {
+        names.insert("RUN_DIRECTORY".to_string());
+    }
+    Ok(names)
+}
+
+/// Checks `--set` names against the image's variables: an unknown one is an
+/// error, or with `force` a warning (returned). Forced names are left to
+/// [`template::resolve`], which ignores them with a warning.
+pub fn check_set_names(
+    exports: Option<&Exports>,
+    image: &str,
+    set: &Values,
+    force: bool,
+) -> Result<Vec<String>, RenderError> {
+    let known = image_variables(exports)?;
+    let unknown: Vec<&str> = set
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !known.contains(*k) && !template::FORCED.contains(k))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(Vec::new());
+    }
+    let settable: Vec<&str> = known
+        .iter()
+        .map(String::as_str)
+        .filter(|k| !template::FORCED.contains(k))
+        .collect();
+    let listed = if settable.is_empty() {
+        "it has none".to_string()
+    } else {
+        format!("its variables are {}", settable.join(", "))
+    };
+    let names = unknown.join(", ");
+    if force {
+        Ok(vec![format!(
+            "--set {names}: image {image} has no such variable ({listed}); set anyway (--force)"
+        )])
+    } else {
+        Err(RenderError::UnknownSet {
+            names,
+            image: image.to_string(),
+            listed,
+        })
+    }
+}
+
 /// The unit file name of deployment `name`.
 pub fn unit_name(name: &str) -> String {
     format!("{name}.service")
@@ -249,6 +340,7 @@ pub fn render_on(input: &RenderInput, host: &HostFacts) -> Result<Rendered, Rend
         mut warnings,
     } = compute_values_on(input, host)?;
     let exports = input.exports;
+    let origins = |name: &str| value_origin(input, name);
 
     let config_json = match exports {
         Some(Exports {
@@ -263,7 +355,8 @@ pub fn render_on(input: &RenderInput, host: &HostFacts) -> Result<Rendered, Rend
             ..
         }) => {
             let file = "config.json.template";
-            let text = template::substitute(text, &values, file)?;
+            let text =
+                template::substitute_into(text, &values, file, &mut escape::Json::new(&origins))?;
             check_config(&text, file)?;
             text
         }
@@ -282,7 +375,12 @@ pub fn render_on(input: &RenderInput, host: &HostFacts) -> Result<Rendered, Rend
     let no_service = exports.is_some_and(|e| e.manifest.no_container_service);
     let unit = match exports.and_then(|e| e.service_template.as_deref()) {
         _ if no_service => None,
-        Some(text) => Some(template::substitute(text, &values, "service.template")?),
+        Some(text) => Some(template::substitute_into(
+            text,
+            &values,
+            "service.template",
+            &mut escape::Unit::new(&origins),
+        )?),
         None => Some(default_unit(&values)),
     };
     // The container belongs to its unit: runc creates it in a child of the
@@ -306,7 +404,12 @@ pub fn render_on(input: &RenderInput, host: &HostFacts) -> Result<Rendered, Rend
     };
 
     let tmpfiles = match exports.and_then(|e| e.tmpfiles_template.as_deref()) {
-        Some(text) => template::substitute(text, &values, "tmpfiles.template")?,
+        Some(text) => template::substitute_into(
+            text,
+            &values,
+            "tmpfiles.template",
+            &mut escape::Tmpfiles::new(&origins),
+        )?,
         None => missing_bind_sources_tmpfiles(&config_json, input.host_root, &host_files),
     };
 
@@ -318,6 +421,19 @@ pub fn render_on(input: &RenderInput, host: &HostFacts) -> Result<Rendered, Rend
         tmpfiles,
         host_files,
     })
+}
+
+/// Where the value of `name` came from, for the escaping and its errors.
+fn value_origin(input: &RenderInput, name: &str) -> Origin {
+    if template::FORCED.contains(&name) {
+        Origin::Socle
+    } else if input.user_set.contains_key(name) {
+        Origin::Set
+    } else if OS_PROVIDED.contains(&name) {
+        Origin::Socle
+    } else {
+        Origin::Image
+    }
 }
 
 /// The last value of `key` in the `[Service]` section of a unit.
@@ -489,16 +605,6 @@ fn default_unit(values: &Values) -> String {
     unit
 }
 
-/// A path as one field of a tmpfiles.d line.
-fn tmpfiles_path(path: &str) -> String {
-    let path = path.replace('%', "%%");
-    if path.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '\\') {
-        format!("\"{}\"", path.replace('\\', "\\\\").replace('"', "\\\""))
-    } else {
-        path
-    }
-}
-
 /// `d` lines for the bind-mount sources of `config_json` missing on the host,
 /// so that systemd-tmpfiles creates them before the container starts.
 /// Sources that the host files will create are left out: atomic listed them
@@ -529,7 +635,10 @@ fn missing_bind_sources_tmpfiles(
         let installed = host_files.iter().any(|f| f.dest.starts_with(source));
         let on_host = host_root.join(source.trim_start_matches('/'));
         if !installed && !on_host.exists() {
-            out.push_str(&format!("d {} 0700 - - -\n", tmpfiles_path(source)));
+            out.push_str(&format!(
+                "d {} 0700 - - -\n",
+                escape::tmpfiles_field(source, true)
+            ));
         }
     }
     out
@@ -952,7 +1061,7 @@ mod tests {
     #[test]
     fn template_rendering_invalid_json_is_an_error() {
         let case = with_exports(|e| {
-            e.config_template = Some("{\n  \"root\": {\"path\": \"rootfs\", \"readonly\": true},\n  \"hostname\": $NAME\n}\n".into())
+            e.config_template = Some("{\n  \"root\": {\"path\": \"rootfs\", \"readonly\": true},\n  \"hostname\": \"$NAME\" \"x\"\n}\n".into())
         });
         let err = case.render().unwrap_err();
         assert!(
@@ -962,6 +1071,14 @@ mod tests {
         assert!(
             err.to_string().starts_with("config.json.template: "),
             "{err}"
+        );
+        // A value that is not JSON where the template puts it is named.
+        let case = with_exports(|e| {
+            e.config_template = Some("{\n  \"root\": {\"path\": \"rootfs\", \"readonly\": true},\n  \"hostname\": $NAME\n}\n".into())
+        });
+        assert_eq!(
+            case.render().unwrap_err().to_string(),
+            "value of NAME (socle) cannot go into config.json.template (line 3): outside a JSON string it must be one JSON number, true, false, null or \"quoted string\", not \"greeter\""
         );
     }
 
@@ -1095,7 +1212,7 @@ mod tests {
         case.host_root = root.path().to_path_buf();
         assert_eq!(
             case.render().unwrap().tmpfiles,
-            "d /var/lib/greeter 0700 - - -\nd \"/srv/with space/100%%\" 0700 - - -\n"
+            "d /var/lib/greeter 0700 - - -\nd /srv/with\\ space/100%% 0700 - - -\n"
         );
     }
 

@@ -25,6 +25,7 @@ use crate::systemd::JobResult;
 pub struct UpdateOptions<'a> {
     pub name: &'a str,
     pub set: &'a [String],
+    pub policy: super::Policy,
     /// Switch to another image of the store.
     pub rebase: Option<&'a str>,
     /// Leave a deployment that fails its health check in place.
@@ -346,7 +347,8 @@ pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Resul
     };
     let info = host.read_info(name, slot)?;
     let mut user_values = info.user_values.clone();
-    user_values.extend(parse_sets(opts.set)?);
+    let new_sets = parse_sets(opts.set)?;
+    user_values.extend(new_sets.clone());
     let image = store.image(opts.rebase.unwrap_or(&info.image))?;
     let mut report = UpdateReport {
         name: name.into(),
@@ -385,6 +387,7 @@ pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Resul
         new_slot,
         &user_values,
         Some(&info.values),
+        (&new_sets, opts.policy),
         &transition.new_id,
         &staging,
     ) {
