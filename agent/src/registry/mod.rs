@@ -133,14 +133,14 @@ pub fn resolve(r: &DockerRef, opts: &Options) -> anyhow::Result<RemoteImage> {
     )
 }
 
-fn is_index(media_type: &str) -> bool {
+pub fn is_index(media_type: &str) -> bool {
     media_type == "application/vnd.oci.image.index.v1+json"
         || media_type == "application/vnd.docker.distribution.manifest.list.v2+json"
 }
 
 /// A manifest's media type: the header, else its own `mediaType`, else its
 /// shape (OCI allows omitting it).
-fn media_type_of(bytes: &[u8], header: Option<String>) -> String {
+pub fn media_type_of(bytes: &[u8], header: Option<String>) -> String {
     if let Some(h) = header.filter(|h| !h.is_empty()) {
         return h;
     }
@@ -178,10 +178,7 @@ fn open(r: &DockerRef, ep: &Endpoint, opts: &Options) -> anyhow::Result<RemoteIm
     let mut media_type = media_type_of(&bytes, header);
     let mut manifest_bytes = bytes;
     if is_index(&media_type) {
-        let index: ImageIndex = serde_json::from_slice(&manifest_bytes)
-            .with_context(|| format!("{r}: the image index is not valid JSON"))?;
-        let chosen =
-            choose_platform(&index, opts.platform.as_deref()).with_context(|| format!("{r}"))?;
+        let chosen = index_choice(r, &manifest_bytes, opts.platform.as_deref())?;
         let (bytes, header) = client.manifest(&chosen)?;
         digest = sha256_digest(&bytes);
         if digest != chosen {
@@ -193,17 +190,7 @@ fn open(r: &DockerRef, ep: &Endpoint, opts: &Options) -> anyhow::Result<RemoteIm
         media_type = media_type_of(&bytes, header);
         manifest_bytes = bytes;
     }
-    match media_type.as_str() {
-        "application/vnd.oci.image.manifest.v1+json"
-        | "application/vnd.docker.distribution.manifest.v2+json" => {}
-        "application/vnd.docker.distribution.manifest.v1+json"
-        | "application/vnd.docker.distribution.manifest.v1+prettyjws" => anyhow::bail!(
-            "{r} is a Docker schema 1 image, which socle does not read; push it again with a current tool (skopeo copy converts it)"
-        ),
-        other => anyhow::bail!("{r}: unsupported manifest media type {other:?}"),
-    }
-    let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes)
-        .with_context(|| format!("{r}: the manifest is not a valid image manifest"))?;
+    let manifest = parse_manifest(r, &media_type, &manifest_bytes)?;
     let config_digest = manifest.config().digest().to_string();
     let config_bytes = client.small_blob(&config_digest, &format!("config {config_digest}"))?;
     if sha256_digest(&config_bytes) != config_digest {
@@ -213,15 +200,65 @@ fn open(r: &DockerRef, ep: &Endpoint, opts: &Options) -> anyhow::Result<RemoteIm
             sha256_digest(&config_bytes)
         );
     }
-    let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
-        .with_context(|| format!("{r}: config {config_digest} is not a valid image config"))?;
-    let (want_os, want_arch) = wanted_platform(opts.platform.as_deref())?;
-    let (os, arch) = (config.os().to_string(), config.architecture().to_string());
-    if (os.as_str(), arch.as_str()) != (want_os.as_str(), want_arch.as_str()) {
-        notes.push(format!(
-            "{r} is built for {os}/{arch}, not {want_os}/{want_arch}; it may not run here"
-        ));
+    let (layers, note) = image_layers(r, &manifest, &config_bytes, opts.platform.as_deref())?;
+    notes.extend(note);
+    Ok(RemoteImage {
+        reference: r.clone(),
+        name: r.image_name(),
+        manifest_digest: digest,
+        manifest_bytes,
+        config_bytes,
+        layers,
+        notes,
+        client,
+    })
+}
+
+/// The digest of the manifest an index offers for the wanted platform.
+/// Pure parsing, as the fuzz target `manifest` calls it.
+pub fn index_choice(r: &DockerRef, bytes: &[u8], platform: Option<&str>) -> anyhow::Result<String> {
+    let index: ImageIndex = serde_json::from_slice(bytes)
+        .with_context(|| format!("{r}: the image index is not valid JSON"))?;
+    choose_platform(&index, platform).with_context(|| format!("{r}"))
+}
+
+/// A manifest of a media type socle reads, parsed.
+pub fn parse_manifest(
+    r: &DockerRef,
+    media_type: &str,
+    bytes: &[u8],
+) -> anyhow::Result<ImageManifest> {
+    match media_type {
+        "application/vnd.oci.image.manifest.v1+json"
+        | "application/vnd.docker.distribution.manifest.v2+json" => {}
+        "application/vnd.docker.distribution.manifest.v1+json"
+        | "application/vnd.docker.distribution.manifest.v1+prettyjws" => anyhow::bail!(
+            "{r} is a Docker schema 1 image, which socle does not read; push it again with a current tool (skopeo copy converts it)"
+        ),
+        other => anyhow::bail!("{r}: unsupported manifest media type {other:?}"),
     }
+    serde_json::from_slice(bytes)
+        .with_context(|| format!("{r}: the manifest is not a valid image manifest"))
+}
+
+/// The layers of a manifest, checked against its (verified) config: one
+/// diff_id per layer, a compression socle unpacks; and a note when the
+/// image is built for another platform than the wanted one.
+pub fn image_layers(
+    r: &DockerRef,
+    manifest: &ImageManifest,
+    config_bytes: &[u8],
+    platform: Option<&str>,
+) -> anyhow::Result<(Vec<RemoteLayer>, Option<String>)> {
+    let config_digest = manifest.config().digest();
+    let config: ImageConfiguration = serde_json::from_slice(config_bytes)
+        .with_context(|| format!("{r}: config {config_digest} is not a valid image config"))?;
+    let (want_os, want_arch) = wanted_platform(platform)?;
+    let (os, arch) = (config.os().to_string(), config.architecture().to_string());
+    let note =
+        ((os.as_str(), arch.as_str()) != (want_os.as_str(), want_arch.as_str())).then(|| {
+            format!("{r} is built for {os}/{arch}, not {want_os}/{want_arch}; it may not run here")
+        });
     let diff_ids = config.rootfs().diff_ids();
     if diff_ids.len() != manifest.layers().len() {
         anyhow::bail!(
@@ -250,16 +287,7 @@ fn open(r: &DockerRef, ep: &Endpoint, opts: &Options) -> anyhow::Result<RemoteIm
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(RemoteImage {
-        reference: r.clone(),
-        name: r.image_name(),
-        manifest_digest: digest,
-        manifest_bytes,
-        config_bytes,
-        layers,
-        notes,
-        client,
-    })
+    Ok((layers, note))
 }
 
 /// `os/arch[/variant]` from `--platform`, or the host's.
