@@ -40,6 +40,9 @@ fn base_tar() -> Vec<u8> {
     let mut add = |path: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8]| {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(kind);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
         h.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
         h.set_size(data.len() as u64);
         if let Some(l) = link {
