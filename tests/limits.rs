@@ -320,6 +320,20 @@ fn a_bad_limit_setting_names_the_limits() {
     assert_names(&err, &["layer_size", "layer-size", "image-size", "ratio"]);
 }
 
+/// Manifests and configs have their own limit, lowered here below the size
+/// of hello's config (the default takes it), with the same kind of error.
+#[test]
+fn a_manifest_or_config_over_the_json_limit_is_refused() {
+    let s = Socle::new();
+    s.ok(&["images", "list"]);
+    let before = s.snapshot();
+    let source = common::oci_archive(&common::fixtures().oci_archive);
+    let err = s.fails(&["pull", "--limit", "json-size=200", &source]);
+    assert_names(&err, &["200 bytes", "json-size", "--limit json-size="]);
+    s.assert_unchanged(&before);
+    s.ok(&["pull", &source]);
+}
+
 fn mode(p: &Path) -> u32 {
     fs::symlink_metadata(p).unwrap().mode() & 0o7777
 }

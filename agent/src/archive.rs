@@ -204,15 +204,33 @@ impl Blobs {
         }
     }
 
-    fn read_all(&self, loc: &BlobLocation, limit: u64) -> Result<Vec<u8>> {
+    /// A JSON document of the source, refused past `limit` bytes rather
+    /// than cut off (a cut document would fail later, for a wrong reason).
+    fn read_all(
+        &self,
+        loc: &BlobLocation,
+        limit: u64,
+        source_ref: &str,
+        what: &str,
+    ) -> Result<Vec<u8>> {
         let mut buf = Vec::new();
         self.open(loc)?
-            .take(limit)
+            .take(limit.saturating_add(1))
             .read_to_end(&mut buf)
             .map_err(|source| ArchiveError::Io {
                 path: self.root().to_path_buf(),
                 source,
             })?;
+        if buf.len() as u64 > limit {
+            return Err(ArchiveError::Invalid {
+                source_ref: source_ref.into(),
+                message: format!(
+                    "{what} is more than {limit} bytes, over the {} limit ({})",
+                    crate::limits::human(limit),
+                    JSON_LIMIT_HINT
+                ),
+            });
+        }
         Ok(buf)
     }
 
@@ -224,8 +242,8 @@ impl Blobs {
     }
 }
 
-/// Manifests and configs are small; anything bigger is not an image.
-const MAX_JSON: u64 = 4 << 20;
+/// How to let a bigger JSON document in, for the errors that refuse one.
+pub const JSON_LIMIT_HINT: &str = "json-size; raise it with --limit json-size=SIZE";
 const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
 
@@ -234,7 +252,9 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 }
 
 /// Opens the image a local reference points at.
-pub fn open(image: &ImageRef) -> Result<LocalImage> {
+/// JSON documents (index, manifests, configs) over `json_limit` bytes are
+/// refused: they are small in every real image.
+pub fn open(image: &ImageRef, json_limit: u64) -> Result<LocalImage> {
     let source_ref = image.to_string();
     let Some(path) = image.path() else {
         return Err(ArchiveError::Invalid {
@@ -264,13 +284,16 @@ pub fn open(image: &ImageRef) -> Result<LocalImage> {
                 Blobs::Dir(path.clone()),
                 reference.as_deref(),
                 path,
+                json_limit,
             )
         }
         ImageRef::OciArchive { path, reference } => {
             let blobs = Blobs::index_tar(path)?;
-            open_oci(&source_ref, blobs, reference.as_deref(), path)
+            open_oci(&source_ref, blobs, reference.as_deref(), path, json_limit)
         }
-        ImageRef::DockerArchive { path } => open_docker(&source_ref, Blobs::index_tar(path)?),
+        ImageRef::DockerArchive { path } => {
+            open_docker(&source_ref, Blobs::index_tar(path)?, json_limit)
+        }
         ImageRef::Docker(_) => unreachable!("registry references have no path"),
     }
 }
@@ -297,6 +320,7 @@ fn read_verified(
     blobs: &Blobs,
     what: &str,
     desc: &Descriptor,
+    json_limit: u64,
 ) -> Result<Vec<u8>> {
     let digest = desc.digest().to_string();
     let loc = blobs
@@ -305,16 +329,18 @@ fn read_verified(
             source_ref: source_ref.into(),
             what: format!("{what} blob {digest}"),
         })?;
-    if desc.size() > MAX_JSON {
+    if desc.size() > json_limit {
         return Err(ArchiveError::Invalid {
             source_ref: source_ref.into(),
             message: format!(
-                "{what} {digest} is {} bytes, over the 4 MiB limit",
-                desc.size()
+                "{what} {digest} is {} bytes, over the {} limit ({})",
+                desc.size(),
+                crate::limits::human(json_limit),
+                JSON_LIMIT_HINT
             ),
         });
     }
-    let bytes = blobs.read_all(&loc, MAX_JSON)?;
+    let bytes = blobs.read_all(&loc, json_limit, source_ref, what)?;
     let actual = sha256_digest(&bytes);
     if actual != digest {
         return Err(ArchiveError::DigestMismatch {
@@ -342,6 +368,7 @@ fn open_oci(
     blobs: Blobs,
     reference: Option<&str>,
     path: &Path,
+    json_limit: u64,
 ) -> Result<LocalImage> {
     let index_loc = blobs
         .locate("index.json")
@@ -352,7 +379,7 @@ fn open_oci(
     let index: ImageIndex = parse_json(
         source_ref,
         "index.json",
-        &blobs.read_all(&index_loc, MAX_JSON)?,
+        &blobs.read_all(&index_loc, json_limit, source_ref, "index.json")?,
     )?;
     let ref_name = |d: &Descriptor| {
         d.annotations()
@@ -419,7 +446,7 @@ fn open_oci(
     let mut desc = chosen.clone();
     // A nested index (multi-platform) resolves to the host's platform.
     if is_index(desc.media_type()) {
-        let bytes = read_verified(source_ref, &blobs, "image index", &desc)?;
+        let bytes = read_verified(source_ref, &blobs, "image index", &desc, json_limit)?;
         let nested: ImageIndex = parse_json(source_ref, "image index", &bytes)?;
         let (os, arch) = host_platform();
         desc = nested
@@ -443,9 +470,9 @@ fn open_oci(
             media_type: desc.media_type().to_string(),
         });
     }
-    let manifest_bytes = read_verified(source_ref, &blobs, "manifest", &desc)?;
+    let manifest_bytes = read_verified(source_ref, &blobs, "manifest", &desc, json_limit)?;
     let manifest: ImageManifest = parse_json(source_ref, "manifest", &manifest_bytes)?;
-    let config_bytes = read_verified(source_ref, &blobs, "config", manifest.config())?;
+    let config_bytes = read_verified(source_ref, &blobs, "config", manifest.config(), json_limit)?;
     let config: ImageConfiguration = parse_json(source_ref, "config", &config_bytes)?;
     let diff_ids = config.rootfs().diff_ids();
     if diff_ids.len() != manifest.layers().len() {
@@ -513,7 +540,7 @@ struct DockerSaveEntry {
     layers: Vec<String>,
 }
 
-fn open_docker(source_ref: &str, blobs: Blobs) -> Result<LocalImage> {
+fn open_docker(source_ref: &str, blobs: Blobs, json_limit: u64) -> Result<LocalImage> {
     let loc = blobs
         .locate("manifest.json")
         .ok_or_else(|| ArchiveError::Missing {
@@ -523,7 +550,7 @@ fn open_docker(source_ref: &str, blobs: Blobs) -> Result<LocalImage> {
     let entries: Vec<DockerSaveEntry> = parse_json(
         source_ref,
         "manifest.json",
-        &blobs.read_all(&loc, MAX_JSON)?,
+        &blobs.read_all(&loc, json_limit, source_ref, "manifest.json")?,
     )?;
     let entry = match entries.as_slice() {
         [one] => one,
@@ -546,7 +573,7 @@ fn open_docker(source_ref: &str, blobs: Blobs) -> Result<LocalImage> {
             source_ref: source_ref.into(),
             what: format!("config {}", entry.config),
         })?;
-    let config_bytes = blobs.read_all(&config_loc, MAX_JSON)?;
+    let config_bytes = blobs.read_all(&config_loc, json_limit, source_ref, "config")?;
     let config: ImageConfiguration = parse_json(source_ref, "config", &config_bytes)?;
     let diff_ids = config.rootfs().diff_ids().clone();
     if diff_ids.len() != entry.layers.len() {
@@ -658,9 +685,11 @@ mod tests {
         assert_eq!(Compression::sniff(b"etc/"), Compression::None);
     }
 
+    const MIB: u64 = 1 << 20;
+
     #[test]
     fn missing_source_names_the_path() {
-        let e = open(&"oci-archive:/nonexistent/x.tar".parse().unwrap()).unwrap_err();
+        let e = open(&"oci-archive:/nonexistent/x.tar".parse().unwrap(), MIB).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/x.tar"), "{e}");
     }
 
@@ -669,10 +698,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("junk.tar");
         std::fs::write(&p, b"this is not a tar archive at all").unwrap();
-        let e = open(&ImageRef::OciArchive {
-            path: p.clone(),
-            reference: None,
-        })
+        let e = open(
+            &ImageRef::OciArchive {
+                path: p.clone(),
+                reference: None,
+            },
+            MIB,
+        )
         .unwrap_err();
         assert!(e.to_string().contains("junk.tar"), "{e}");
     }

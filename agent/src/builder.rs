@@ -471,10 +471,13 @@ mod tests {
         );
         // And the store reads what it wrote, hardlink and symlink included.
         let store = crate::store::Store::open(&d.path().join("repo")).unwrap();
-        let image = crate::archive::open(&crate::reference::ImageRef::OciArchive {
-            path: d.path().join("a.tar"),
-            reference: Some("1".into()),
-        })
+        let image = crate::archive::open(
+            &crate::reference::ImageRef::OciArchive {
+                path: d.path().join("a.tar"),
+                reference: Some("1".into()),
+            },
+            crate::limits::Limits::default().json_size,
+        )
         .unwrap();
         let l = &image.layers[0];
         store

@@ -224,7 +224,8 @@ pub struct RegistryArgs {
     /// Raise or lower a limit on what an image may make socle read and
     /// unpack: layer-size (4G), image-size (8G), ratio (100, unpacked per
     /// compressed byte past ratio-after, 64M), layers (128), entries
-    /// (1000000 per layer), path-length (4096)
+    /// (1000000 per layer), path-length (4096), json-size (4M: an index,
+    /// manifest or config)
     #[arg(
         long = "limit",
         value_name = "NAME=VALUE",

@@ -4,9 +4,7 @@
 //!
 //! The defaults leave room for a node's components (the dockerd image is
 //! 201 MB unpacked from 68.6 MB) many times over. They are changed per run
-//! with `--limit NAME=VALUE` or `SOCLE_LIMITS=NAME=VALUE,...`. (Manifests
-//! and configs have their own fixed 4 MiB bound, in `archive` and
-//! `registry::client`.)
+//! with `--limit NAME=VALUE` or `SOCLE_LIMITS=NAME=VALUE,...`.
 
 use std::cell::Cell;
 use std::fmt;
@@ -35,6 +33,8 @@ pub struct Limits {
     pub entries: u64,
     /// Bytes of one entry's path.
     pub path_length: u64,
+    /// Bytes of one JSON document: an index, a manifest, a config.
+    pub json_size: u64,
 }
 
 impl Default for Limits {
@@ -47,6 +47,7 @@ impl Default for Limits {
             layers: 128,
             entries: 1_000_000,
             path_length: 4096,
+            json_size: 4 * MIB,
         }
     }
 }
@@ -70,6 +71,7 @@ const FIELDS: &[(&str, Unit, Field)] = &[
     ("layers", Unit::Count, |l| &mut l.layers),
     ("entries", Unit::Count, |l| &mut l.entries),
     ("path-length", Unit::Bytes, |l| &mut l.path_length),
+    ("json-size", Unit::Bytes, |l| &mut l.json_size),
 ];
 
 fn names() -> String {

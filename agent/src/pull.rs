@@ -144,7 +144,7 @@ fn pull_inner(store: &Store, source: &ImageRef, opts: &PullOptions) -> anyhow::R
     let progress = opts.progress;
     let (image, source_name, recorded_source) = match source {
         ImageRef::Docker(r) => {
-            let remote = registry::resolve(r, &opts.registry)?;
+            let remote = registry::resolve(r, &opts.registry, opts.limits.json_size)?;
             for n in &remote.notes {
                 progress.note(n);
             }
@@ -153,7 +153,7 @@ fn pull_inner(store: &Store, source: &ImageRef, opts: &PullOptions) -> anyhow::R
             (Source::Remote(remote), Some(name), recorded)
         }
         local => {
-            let image = archive::open(local)?;
+            let image = archive::open(local, opts.limits.json_size)?;
             let name = image.name.clone();
             (Source::Local(image), name, local.absolute().to_string())
         }

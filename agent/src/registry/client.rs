@@ -18,7 +18,8 @@ use ureq::{Agent, Body};
 
 use super::auth::{Challenge, Credentials};
 
-/// Manifests and configs are small; anything bigger is not an image.
+/// Token responses and, unless `--limit json-size` says otherwise,
+/// manifests and configs are small; anything bigger is not an image.
 pub const MAX_JSON: u64 = 4 << 20;
 /// Attempts per blob before a download counts as failed.
 const BLOB_ATTEMPTS: u32 = 4;
@@ -53,11 +54,12 @@ pub enum RegistryError {
         registry: String,
         repository: String,
     },
-    #[error("{what} from {registry} is over the 4 MiB limit ({size} bytes)")]
+    #[error("{what} from {registry} is over the {limit} limit ({size} bytes; {hint})", hint = crate::archive::JSON_LIMIT_HINT)]
     TooLarge {
         what: String,
         registry: String,
         size: String,
+        limit: String,
     },
     #[error("{registry}: {what}: HTTP {status} {detail}")]
     Http {
@@ -88,6 +90,8 @@ pub struct Client {
     auth: Mutex<Auth>,
     /// Bearer tokens by scope, so a second request does not ask again.
     tokens: Mutex<HashMap<String, String>>,
+    /// Bytes a manifest, index or config may have.
+    json_limit: u64,
 }
 
 fn agent(insecure: bool) -> Agent {
@@ -152,6 +156,13 @@ fn body_detail(resp: &mut Response<Body>) -> String {
 }
 
 impl Client {
+    /// The same client, taking manifests, indexes and configs of up to
+    /// `bytes`.
+    pub fn with_json_limit(mut self, bytes: u64) -> Client {
+        self.json_limit = bytes;
+        self
+    }
+
     /// Connects to `registry` and finds out how it wants to be spoken to
     /// (`GET /v2/`). An insecure registry is tried over HTTPS without
     /// certificate checks first, then over plain HTTP.
@@ -185,6 +196,7 @@ impl Client {
                         creds,
                         auth: Mutex::new(Auth::Anonymous),
                         tokens: Mutex::new(HashMap::new()),
+                        json_limit: MAX_JSON,
                     };
                     if resp.status() == 401 {
                         if let Some(c) = header(&resp, "www-authenticate") {
@@ -377,29 +389,30 @@ impl Client {
     }
 
     /// Reads a small JSON document (manifest, config), refusing anything
-    /// over [`MAX_JSON`].
+    /// over the client's JSON limit.
     fn read_small(&self, mut resp: Response<Body>, what: &str) -> Result<Vec<u8>> {
         let too_large = |size: String| RegistryError::TooLarge {
             what: what.into(),
             registry: self.registry.clone(),
             size,
+            limit: crate::limits::human(self.json_limit),
         };
         if let Some(len) = resp.body().content_length() {
-            if len > MAX_JSON {
+            if len > self.json_limit {
                 return Err(too_large(len.to_string()));
             }
         }
         let mut buf = Vec::new();
         resp.body_mut()
             .as_reader()
-            .take(MAX_JSON + 1)
+            .take(self.json_limit.saturating_add(1))
             .read_to_end(&mut buf)
             .map_err(|e| RegistryError::Connect {
                 registry: self.registry.clone(),
                 message: format!("reading {what}: {e}"),
             })?;
-        if buf.len() as u64 > MAX_JSON {
-            return Err(too_large("more than 4194304".into()));
+        if buf.len() as u64 > self.json_limit {
+            return Err(too_large(format!("more than {}", self.json_limit)));
         }
         Ok(buf)
     }

@@ -68,7 +68,8 @@ impl RemoteImage {
 
 /// Finds the image a reference names: through the search list for an
 /// unqualified name, through mirrors for a configured registry.
-pub fn resolve(r: &DockerRef, opts: &Options) -> anyhow::Result<RemoteImage> {
+/// Manifests, indexes and configs over `json_limit` bytes are refused.
+pub fn resolve(r: &DockerRef, opts: &Options, json_limit: u64) -> anyhow::Result<RemoteImage> {
     let conf = RegistriesConf::load(opts.registries_conf.as_deref())?;
     let candidates: Vec<DockerRef> = match &r.registry {
         Some(_) => vec![r.clone()],
@@ -93,7 +94,7 @@ pub fn resolve(r: &DockerRef, opts: &Options) -> anyhow::Result<RemoteImage> {
     for candidate in &candidates {
         let endpoints = conf.endpoints(candidate, opts.insecure)?;
         for ep in &endpoints {
-            match open(candidate, ep, opts) {
+            match open(candidate, ep, opts, json_limit) {
                 Ok(mut image) => {
                     if r.registry.is_none() {
                         image.notes.insert(
@@ -155,7 +156,12 @@ pub fn media_type_of(bytes: &[u8], header: Option<String>) -> String {
     }
 }
 
-fn open(r: &DockerRef, ep: &Endpoint, opts: &Options) -> anyhow::Result<RemoteImage> {
+fn open(
+    r: &DockerRef,
+    ep: &Endpoint,
+    opts: &Options,
+    json_limit: u64,
+) -> anyhow::Result<RemoteImage> {
     let creds = match &opts.creds {
         Some(c) => Some(c.clone()),
         None => auth::lookup(
@@ -164,7 +170,8 @@ fn open(r: &DockerRef, ep: &Endpoint, opts: &Options) -> anyhow::Result<RemoteIm
             &ep.repository,
         )?,
     };
-    let client = Client::connect(&ep.registry, &ep.repository, ep.insecure, creds)?;
+    let client = Client::connect(&ep.registry, &ep.repository, ep.insecure, creds)?
+        .with_json_limit(json_limit);
     let reference = r.manifest_reference();
     let (bytes, header) = client.manifest(&reference)?;
     let mut notes = Vec::new();
