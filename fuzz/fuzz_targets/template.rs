@@ -1,13 +1,17 @@
-//! Strict `$VAR` substitution (`template.rs`): any template with any values
-//! renders or fails with an error naming the file, never panics; a render
-//! that succeeds used only variables that have values, and a template
-//! without `$` renders to itself.
+//! `$VAR` substitution (`template.rs`) and the per-format escaping
+//! (`escape.rs`): any template with any values renders or fails with an
+//! error naming the file, never panics. A render that succeeds used only
+//! variables that have values; a template without `$` renders to itself;
+//! a value never adds a line to a unit or a tmpfiles snippet, and a JSON
+//! template that is valid with plain values stays valid JSON whatever the
+//! values are.
 //!
 //! Input: the template, then NUL-separated `--set` arguments (`VAR=VALUE`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use socle::template::{parse_set, resolve, substitute, variables_in, Values};
+use socle::escape::{Json, Origin, Tmpfiles, Unit};
+use socle::template::{parse_set, resolve, substitute, substitute_into, variables_in, Values};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else {
@@ -35,6 +39,40 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(out, text);
             }
         }
-        Err(e) => assert!(e.to_string().starts_with("fuzz.template: "), "{e}"),
+        Err(e) => {
+            assert!(e.to_string().starts_with("fuzz.template: "), "{e}");
+            return;
+        }
+    }
+
+    let origins = |_: &str| Origin::Set;
+    let lines = text.lines().count();
+    for (file, out) in [
+        (
+            "service.template",
+            substitute_into(text, &values, "service.template", &mut Unit::new(&origins)),
+        ),
+        (
+            "tmpfiles.template",
+            substitute_into(text, &values, "tmpfiles.template", &mut Tmpfiles::new(&origins)),
+        ),
+    ] {
+        if let Ok(out) = out {
+            assert_eq!(out.lines().count(), lines, "a value added a line to {file}: {out:?}");
+        }
+    }
+
+    // The same template with a plain value everywhere: when that is JSON,
+    // the escaped render must be JSON too.
+    let plain: Values = values.keys().map(|k| (k.clone(), "x".to_string())).collect();
+    let valid_with_plain = substitute(text, &plain, "config.json.template")
+        .is_ok_and(|t| serde_json::from_str::<serde_json::Value>(&t).is_ok());
+    if let Ok(out) = substitute_into(text, &values, "config.json.template", &mut Json::new(&origins)) {
+        if valid_with_plain {
+            assert!(
+                serde_json::from_str::<serde_json::Value>(&out).is_ok(),
+                "values broke the JSON: {out:?}"
+            );
+        }
     }
 });
