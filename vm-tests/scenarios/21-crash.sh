@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # 21-crash: socle killed (SIGKILL, through SOCLE_FAILPOINT) at every step of
-# an update and of a rollback, on a booted node with real systemd. After
+# an update, a rollback, an install and an uninstall, on a booted node with
+# real systemd. After
 # each kill the pointer names exactly one complete slot; running the same
 # command again (or `socle rollback`) finishes or undoes the interrupted
 # switch, and the greeter answers with the values that command asked for.
@@ -88,6 +89,36 @@ check "[rollback:after-stop] rollback again" socle rollback hello
 check "[rollback:after-stop] the old value answers" wait_greets $old_port
 check "[rollback:after-stop] nothing pending" nothing_pending
 
+# An install killed at any step: the same install again finishes or undoes
+# it, and the unit systemd knows is the one that starts and answers.
+gone() {
+    ! in_node test -e "$containers/hello" &&
+        ! in_node test -e /etc/systemd/system/hello.service &&
+        [[ $(in_node systemctl is-active hello.service) != active ]]
+}
 check "uninstall" socle uninstall hello
+for fp in install:after-journal install:after-staging install:after-rename \
+    install:after-publish install:after-pointer install:after-enable; do
+    check "[$fp] socle is killed there" killed_by "$fp" install --name hello \
+        --set PORT=$old_port --set RECEIVER=crash hello:1
+    check "[$fp] install again" socle install --name hello --set PORT=$old_port --set RECEIVER=crash hello:1
+    check "[$fp] exactly one deployment is current" one_current
+    check "[$fp] it starts and answers" in_node systemctl start hello.service
+    check "[$fp] the value answers" wait_greets $old_port
+    check "[$fp] nothing pending" nothing_pending
+    check "[$fp] uninstall" socle uninstall hello
+done
+
+# An uninstall of a running container killed at any step: uninstall again
+# finishes it; nothing of it is left running or known to systemd.
+for fp in uninstall:after-journal uninstall:after-unit uninstall:after-tmpfiles \
+    uninstall:after-host-files uninstall:after-pointer uninstall:after-slots; do
+    check "[$fp] fresh install answers" fresh
+    check "[$fp] socle is killed there" killed_by "$fp" uninstall hello
+    check "[$fp] uninstall again" socle uninstall hello
+    check "[$fp] nothing is left" gone
+    check "[$fp] nothing pending" nothing_pending
+done
+
 check "node is destroyed" node_destroy "$node"
 summary
