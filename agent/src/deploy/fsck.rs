@@ -304,7 +304,7 @@ fn check_broken_pointer(
         ),
     };
     if let (true, Some(s)) = (repair, usable) {
-        fsops::swap_symlink(Path::new(&format!("{name}.{s}")), &pointer)?;
+        host.point_at(name, s)?;
         let info = host.read_info(name, s)?;
         publish(host, name, &host.slot_dir(name, s), &info, None)?;
         host.systemd.reload()?;

@@ -197,6 +197,12 @@ impl Host {
         self.containers_dir().join(format!("{name}.{slot}"))
     }
 
+    /// Makes `slot` the current deployment of `name`: the pointer becomes a
+    /// relative link to it, by rename(2).
+    fn point_at(&self, name: &str, slot: u32) -> std::io::Result<()> {
+        fsops::swap_symlink(Path::new(&format!("{name}.{slot}")), &self.pointer(name))
+    }
+
     fn unit_path(&self, name: &str) -> PathBuf {
         self.unit_dir.join(unit_name(name))
     }
@@ -470,7 +476,7 @@ pub fn install(host: &Host, store: &Store, opts: &InstallOptions) -> anyhow::Res
         failpoint("install:after-rename");
         publish(host, name, &slot_dir, &info, None)?;
         failpoint("install:after-publish");
-        fsops::swap_symlink(Path::new(&format!("{name}.{slot}")), &host.pointer(name))?;
+        host.point_at(name, slot)?;
         failpoint("install:after-pointer");
         host.systemd.reload()?;
         if info.has_container_service {

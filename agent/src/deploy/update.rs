@@ -7,7 +7,6 @@
 //! only if it was running.
 
 use std::fs;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -78,7 +77,7 @@ fn switch_to(
     }
     let messages = publish(host, name, &host.slot_dir(name, slot), info, Some(from))?;
     failpoint("switch:after-publish");
-    fsops::swap_symlink(Path::new(&format!("{name}.{slot}")), &host.pointer(name))?;
+    host.point_at(name, slot)?;
     failpoint("switch:after-swap");
     host.systemd.reload()?;
     if info.has_container_service {
