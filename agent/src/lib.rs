@@ -3,11 +3,12 @@
 //! Data flows forward along the path of one component:
 //! `reference` → `archive` (local sources) or `registry` → `pull` (with
 //! `progress`) → `store` → `deploy` (with `exports`,
-//! `template`, `runtime`) → `systemd`. `cli` only parses arguments and prints.
+//! `template`, `runtime`) → `systemd`. `node` holds the use cases every
+//! front shares; the command line (`src/cli/`, part of the binary, not of
+//! this library) only parses arguments, calls `node` and prints.
 
 pub mod archive;
 pub mod builder;
-pub mod cli;
 pub mod danger;
 pub mod deploy;
 pub mod escape;
@@ -16,6 +17,7 @@ pub mod failpoint;
 pub mod fsck;
 pub mod limits;
 pub mod lint;
+pub mod node;
 pub mod permissions;
 pub mod progress;
 pub mod pull;

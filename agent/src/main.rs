@@ -1,3 +1,7 @@
+//! The `socle` command. The library does the work; `cli` translates.
+
+mod cli;
+
 fn main() -> std::process::ExitCode {
-    socle::cli::main()
+    cli::main()
 }

@@ -84,7 +84,7 @@ pub struct StopOutcome {
 }
 
 /// Which systemd instance to talk to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SystemdMode {
     System,
     User,
