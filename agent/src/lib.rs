@@ -10,6 +10,7 @@
 pub mod archive;
 pub mod builder;
 pub mod danger;
+pub mod declaration;
 pub mod deploy;
 pub mod escape;
 pub mod exports;

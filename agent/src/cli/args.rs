@@ -183,6 +183,37 @@ Examples:\n  socle fsck\n  socle fsck --repair\n  socle --json fsck     # {\"fin
         #[command(flatten)]
         registry: RegistryArgs,
     },
+    /// Make the node what the containers.d declarations say
+    #[command(
+        after_help = "Reads NAME.toml from each directory (default: /etc/socle/containers.d, then\n\
+/run/socle/containers.d, then /usr/lib/socle/containers.d: the first that has a name wins;\n\
+an empty file or a link to /dev/null masks it), checks them all, prints the plan\n\
+(+ install, ~ update, - uninstall, = unchanged, ! a declaration left out) and carries it\n\
+out in dependency order. Updates are health-gated and roll back on failure. Only\n\
+containers apply installed are ever updated or removed. See docs/declarations.md.\n\n\
+Examples:\n  socle apply --dry-run\n  socle apply\n  socle apply --offline --dir /srv/node/containers.d"
+    )]
+    Apply {
+        /// Print the plan and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Never pull: use the store and the declared seed archives only
+        #[arg(long)]
+        offline: bool,
+        /// A containers.d directory to read instead of the defaults; repeat, most important first
+        #[arg(
+            long = "dir",
+            value_name = "DIR",
+            env = "SOCLE_CONTAINERS_DIRS",
+            value_delimiter = ':'
+        )]
+        dirs: Vec<PathBuf>,
+        /// Seconds an updated deployment may take to become healthy
+        #[arg(long, default_value_t = 90)]
+        timeout: u64,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
     /// List installed system containers
     #[command(
         after_help = "Examples:\n  socle list\n  socle list --all          # stopped and failed containers too\n  socle --json list -a      # [{\"name\": ..., \"state\": ..., ...}]"

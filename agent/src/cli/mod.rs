@@ -13,8 +13,9 @@ use clap::FromArgMatches;
 
 use args::{Cli, Command, Global, ImageCommand, ImagesCommand, RegistryArgs, SystemdArg};
 use socle::node::{
-    one_line, Credentials, ImageName, ImageRef, InstallRequest, Limits, Node, NodeConfig, PackSpec,
-    Policy, Progress, PullSettings, RegistryOptions, SystemdMode, UninstallRequest, UpdateRequest,
+    one_line, ApplyRequest, Credentials, ImageName, ImageRef, InstallRequest, Limits, Node,
+    NodeConfig, PackSpec, Policy, Progress, PullSettings, RegistryOptions, SystemdMode,
+    UninstallRequest, UpdateRequest,
 };
 
 impl Global {
@@ -180,6 +181,26 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             report
                 .failure(*repair)
                 .map_or(Ok(()), |e| Err(anyhow::anyhow!(e)))
+        }
+        Command::Apply {
+            dry_run,
+            offline,
+            dirs,
+            timeout,
+            registry,
+        } => {
+            let mut request = ApplyRequest {
+                dry_run: *dry_run,
+                offline: *offline,
+                timeout: Duration::from_secs(*timeout),
+                ..ApplyRequest::default()
+            };
+            if !dirs.is_empty() {
+                request.dirs = dirs.clone();
+            }
+            let report = node.apply(&request, &registry.settings()?)?;
+            output::applied(json, &report)?;
+            report.failure().map_or(Ok(()), |e| Err(anyhow::anyhow!(e)))
         }
         Command::List { all } => output::listed(json, &node.list(*all)?),
     }

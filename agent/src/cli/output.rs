@@ -6,10 +6,10 @@ use std::io::Write;
 use std::path::Path;
 
 use socle::node::{
-    plural, short_id, ContainerStatus, DeleteReport, FsckReport, GcReport, ImageDetails,
-    ImagesListReport, ImagesUpdateReport, InstallReport, LintFinding, LintSeverity, ListReport,
-    PackReport, PruneReport, PullReport, TagReport, UninstallReport, UpdateAllReport, UpdateReport,
-    VerifyOutcome, VerifyReport,
+    plural, short_id, Action, ApplyReport, ContainerStatus, DeleteReport, FsckReport, GcReport,
+    ImageDetails, ImagesListReport, ImagesUpdateReport, InstallReport, LintFinding, LintSeverity,
+    ListReport, Outcome, PackReport, PruneReport, PullReport, TagReport, UninstallReport,
+    UpdateAllReport, UpdateReport, VerifyOutcome, VerifyReport,
 };
 
 use super::progress;
@@ -180,6 +180,54 @@ pub fn listed(json: bool, report: &ListReport) -> anyhow::Result<()> {
         &["NAME", "IMAGE", "IMAGE ID", "STATE", "RUNTIME", "SLOT"],
         &report.containers.iter().map(row).collect::<Vec<_>>(),
     );
+    Ok(())
+}
+
+pub fn applied(json: bool, report: &ApplyReport) -> anyhow::Result<()> {
+    if json {
+        return print_json(report);
+    }
+    for p in &report.problems {
+        println!("! {}: left out: {p}", p.name);
+    }
+    for s in &report.steps {
+        let action = match s.action {
+            Action::Install => "install",
+            Action::Update => "update",
+            Action::Uninstall => "uninstall",
+            Action::Unchanged => "unchanged",
+        };
+        let mut line = format!("{} {action} {} ({})", s.action.mark(), s.name, s.image);
+        if !s.changes.is_empty() {
+            line.push_str(&format!(": {}", s.changes.join(", ")));
+        }
+        match &s.outcome {
+            Outcome::Planned | Outcome::Done => {}
+            Outcome::Skipped(why) => line.push_str(&format!(" — skipped: {why}")),
+            Outcome::Failed(why) => line.push_str(&format!(" — failed: {why}")),
+        }
+        println!("{line}");
+    }
+    if report.unchanged() && report.problems.is_empty() {
+        println!("Nothing to change: the node is as declared.");
+    } else if report.dry_run {
+        println!("Dry run: nothing was changed.");
+    } else {
+        let count = |a: Action| {
+            report
+                .steps
+                .iter()
+                .filter(|s| s.action == a && s.outcome == Outcome::Done)
+                .count()
+        };
+        println!(
+            "Applied: {} installed, {} updated, {} uninstalled, {} unchanged.",
+            count(Action::Install),
+            count(Action::Update),
+            count(Action::Uninstall),
+            count(Action::Unchanged)
+        );
+    }
     Ok(())
 }
 

@@ -10,10 +10,12 @@
 //! the `atomic` command line) translates its input into these calls and
 //! prints or sends the reports.
 
+mod apply;
 mod containers;
 mod images;
 mod repair;
 
+pub use apply::{Action, ApplyReport, ApplyRequest, Outcome, Step};
 pub use containers::{
     InstallRequest, ListReport, UninstallRequest, UpdateAllReport, UpdateAllRow, UpdateRequest,
 };
@@ -24,6 +26,7 @@ pub use images::{
 
 // The types a front needs to read the reports, so it imports this module only.
 pub use crate::builder::{Output as PackOutput, PackReport, PackSpec};
+pub use crate::declaration::{Problem as DeclarationProblem, DEFAULT_DIRS as DECLARATION_DIRS};
 pub use crate::deploy::{
     ContainerStatus, ImageDetails, InstallReport, Policy, UninstallReport, UpdateReport,
 };
