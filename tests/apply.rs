@@ -357,3 +357,78 @@ fn offline_without_a_seed_fails_that_container_only_and_masks_hide_declarations(
     assert_eq!(steps(&report), [step("web", "uninstall", "done")]);
     assert!(installed(&s).is_empty());
 }
+
+/// The `status` row of `name`.
+fn status_of(s: &Socle, name: &str) -> Value {
+    let dir = path_str(&declarations(s));
+    let report = s.json(&["status", "--dir", &dir]);
+    report["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name} in {report:#}"))
+}
+
+#[test]
+fn status_shows_deployments_last_operations_and_drift() {
+    let s = Socle::new();
+    declare(&s, "web", &hello(9261, &[]));
+    apply(&s, &[]);
+    assert_eq!(installed(&s), ["web"]);
+
+    let web = status_of(&s, "web");
+    assert_eq!(web["applied"], true, "{web:#}");
+    assert_eq!(web["current"]["image"], "hello:1", "{web:#}");
+    assert_eq!(web["rollback"], Value::Null, "{web:#}");
+    assert_eq!(web["last"]["operation"], "apply: install", "{web:#}");
+    assert_eq!(web["last"]["ok"], true, "{web:#}");
+    assert_eq!(web["drift"], serde_json::json!([]), "{web:#}");
+    // Declared but not applied yet.
+    declare(&s, "ghost", "image = \"ghost:1\"\n");
+    let ghost = status_of(&s, "ghost");
+    assert_eq!(ghost["state"], "not installed", "{ghost:#}");
+    assert!(
+        ghost["drift"][0]
+            .as_str()
+            .unwrap()
+            .contains("not installed"),
+        "{ghost:#}"
+    );
+    fs::remove_file(declarations(&s).join("ghost.toml")).unwrap();
+
+    // Changed by hand: the deployment drifts from the declaration, and the
+    // update is the last operation, with its rollback slot.
+    s.ok(&["update", "web", "--set", "PORT=9263"]);
+    let web = status_of(&s, "web");
+    assert_eq!(web["last"]["operation"], "update", "{web:#}");
+    assert_eq!(web["rollback"]["slot"], 0, "{web:#}");
+    assert_eq!(
+        web["drift"],
+        serde_json::json!(["values.PORT: declared 9261, deployed 9263"]),
+        "{web:#}"
+    );
+    // A refused input changes nothing, not even the last operation.
+    s.fails(&["update", "web", "--rebase", "nosuch:1"]);
+    assert_eq!(status_of(&s, "web")["last"]["operation"], "update");
+    s.ok(&["rollback", "web"]);
+    assert_eq!(status_of(&s, "web")["last"]["operation"], "rollback");
+    s.ok(&["rollback", "web"]);
+
+    // No longer declared: apply would remove it.
+    fs::remove_file(declarations(&s).join("web.toml")).unwrap();
+    let web = status_of(&s, "web");
+    assert!(
+        web["drift"][0]
+            .as_str()
+            .unwrap()
+            .contains("no longer declared"),
+        "{web:#}"
+    );
+    let text = s.ok(&["status", "--dir", &path_str(&declarations(&s))]);
+    assert!(
+        text.contains("web: drift: installed by apply but no longer declared"),
+        "{text}"
+    );
+}

@@ -214,6 +214,24 @@ Examples:\n  socle apply --dry-run\n  socle apply\n  socle apply --offline --dir
         #[command(flatten)]
         registry: RegistryArgs,
     },
+    /// The node on one screen: containers, deployments, last operations, drift
+    #[command(
+        after_help = "Shows every container, declared (containers.d) or installed: its image and id in the\n\
+current and the rollback slot, its state, the last operation with its result and time,\n\
+and drift: declared but not installed, installed by apply but no longer declared, values\n\
+or image that differ from the declaration. Exits 0; `--json` for machines.\n\n\
+Examples:\n  socle status\n  socle --json status | jq '.containers[] | select(.drift != [])'"
+    )]
+    Status {
+        /// A containers.d directory to read instead of the defaults; repeat, most important first
+        #[arg(
+            long = "dir",
+            value_name = "DIR",
+            env = "SOCLE_CONTAINERS_DIRS",
+            value_delimiter = ':'
+        )]
+        dirs: Vec<PathBuf>,
+    },
     /// List installed system containers
     #[command(
         after_help = "Examples:\n  socle list\n  socle list --all          # stopped and failed containers too\n  socle --json list -a      # [{\"name\": ..., \"state\": ..., ...}]"

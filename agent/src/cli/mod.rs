@@ -202,6 +202,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             output::applied(json, &report)?;
             report.failure().map_or(Ok(()), |e| Err(anyhow::anyhow!(e)))
         }
+        Command::Status { dirs } => {
+            let dirs = if dirs.is_empty() {
+                ApplyRequest::default().dirs
+            } else {
+                dirs.clone()
+            };
+            output::status(json, &node.status(&dirs)?)
+        }
         Command::List { all } => output::listed(json, &node.list(*all)?),
     }
 }

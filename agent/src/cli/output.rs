@@ -8,8 +8,8 @@ use std::path::Path;
 use socle::node::{
     plural, short_id, Action, ApplyReport, ContainerStatus, DeleteReport, FsckReport, GcReport,
     ImageDetails, ImagesListReport, ImagesUpdateReport, InstallReport, LintFinding, LintSeverity,
-    ListReport, Outcome, PackReport, PruneReport, PullReport, TagReport, UninstallReport,
-    UpdateAllReport, UpdateReport, VerifyOutcome, VerifyReport,
+    ListReport, Outcome, PackReport, PruneReport, PullReport, StatusReport, TagReport,
+    UninstallReport, UpdateAllReport, UpdateReport, VerifyOutcome, VerifyReport,
 };
 
 use super::progress;
@@ -191,13 +191,13 @@ pub fn applied(json: bool, report: &ApplyReport) -> anyhow::Result<()> {
         println!("! {}: left out: {p}", p.name);
     }
     for s in &report.steps {
-        let action = match s.action {
-            Action::Install => "install",
-            Action::Update => "update",
-            Action::Uninstall => "uninstall",
-            Action::Unchanged => "unchanged",
-        };
-        let mut line = format!("{} {action} {} ({})", s.action.mark(), s.name, s.image);
+        let mut line = format!(
+            "{} {} {} ({})",
+            s.action.mark(),
+            s.action.word(),
+            s.name,
+            s.image
+        );
         if !s.changes.is_empty() {
             line.push_str(&format!(": {}", s.changes.join(", ")));
         }
@@ -227,6 +227,58 @@ pub fn applied(json: bool, report: &ApplyReport) -> anyhow::Result<()> {
             count(Action::Uninstall),
             count(Action::Unchanged)
         );
+    }
+    Ok(())
+}
+
+pub fn status(json: bool, report: &StatusReport) -> anyhow::Result<()> {
+    if json {
+        return print_json(report);
+    }
+    let deployed = |d: &Option<socle::node::Deployed>| {
+        d.as_ref().map_or("-".to_string(), |d| {
+            format!("{} ({}) slot {}", d.image, short_id(&d.image_id), d.slot)
+        })
+    };
+    print_table(
+        &["NAME", "DECLARED", "STATE", "CURRENT", "ROLLBACK", "LAST"],
+        &report
+            .containers
+            .iter()
+            .map(|c| {
+                vec![
+                    c.name.clone(),
+                    match (&c.declared_in, c.applied) {
+                        (Some(_), false) if c.current.is_some() => "yes (by hand)".into(),
+                        (Some(_), _) => "yes".into(),
+                        (None, true) => "no (applied)".into(),
+                        (None, false) => "no".into(),
+                    },
+                    c.state.clone(),
+                    deployed(&c.current),
+                    deployed(&c.rollback),
+                    c.last.as_ref().map_or("-".into(), |l| {
+                        format!(
+                            "{} {} {}",
+                            l.operation,
+                            if l.ok { "ok" } else { "FAILED" },
+                            l.at
+                        )
+                    }),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    for c in &report.containers {
+        if let Some(l) = c.last.as_ref().filter(|l| !l.ok) {
+            println!("{}: last {} failed: {}", c.name, l.operation, l.message);
+        }
+        for d in &c.drift {
+            println!("{}: drift: {d}", c.name);
+        }
+    }
+    for p in &report.problems {
+        println!("{}: declaration left out: {p}", p.name);
     }
     Ok(())
 }

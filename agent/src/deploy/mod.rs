@@ -742,7 +742,7 @@ fn new_deployment_id() -> String {
     format!("{nanos:x}-{}", std::process::id())
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

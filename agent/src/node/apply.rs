@@ -56,6 +56,16 @@ pub enum Action {
 }
 
 impl Action {
+    /// `install`, `update`, `uninstall`, `unchanged`.
+    pub fn word(self) -> &'static str {
+        match self {
+            Action::Install => "install",
+            Action::Update => "update",
+            Action::Uninstall => "uninstall",
+            Action::Unchanged => "unchanged",
+        }
+    }
+
     /// The plan's mark: `+`, `~`, `-`, `=`.
     pub fn mark(self) -> char {
         match self {
@@ -160,7 +170,7 @@ fn read_record(state_dir: &Path, name: &str) -> Option<Record> {
     serde_json::from_str(&text).ok()
 }
 
-fn recorded_names(state_dir: &Path) -> Vec<String> {
+pub(super) fn recorded_names(state_dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(records_dir(state_dir))
         .into_iter()
         .flatten()
@@ -246,7 +256,10 @@ impl Node {
             let outcome = if req.dry_run {
                 Outcome::Planned
             } else {
-                match self.apply_uninstall(&host, &name, installed.contains(&name)) {
+                let uninstall = || self.apply_uninstall(&host, &name, installed.contains(&name));
+                match self.tracked(&name, "apply: uninstall", uninstall, |_| {
+                    "uninstalled".into()
+                }) {
                     Ok(()) => Outcome::Done,
                     Err(e) => Outcome::Failed(one_line(&e)),
                 }
@@ -379,7 +392,17 @@ impl Node {
             return Ok(step);
         }
         let image = image.expect("fetched when not a dry run");
-        step.outcome = match self.carry_out(host, store, d, &image, step.action, req) {
+        let action = step.action;
+        let carry_out = || self.carry_out(host, store, d, &image, action, req);
+        let result = if action == Action::Unchanged {
+            carry_out()
+        } else {
+            let operation = format!("apply: {}", action.word());
+            self.tracked(&d.name, &operation, carry_out, |_| {
+                format!("{} {}", action.word(), image.name)
+            })
+        };
+        step.outcome = match result {
             Ok(()) => Outcome::Done,
             Err(e) => Outcome::Failed(one_line(&e)),
         };

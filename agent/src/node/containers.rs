@@ -112,16 +112,21 @@ impl Node {
                 .unwrap_or("container")
                 .to_string()
         });
-        deploy::install(
-            &host,
-            &store,
-            &deploy::InstallOptions {
-                name: &name,
-                image: &req.image,
-                set: &req.set,
-                policy: req.policy,
-            },
-        )
+        let install = || {
+            deploy::install(
+                &host,
+                &store,
+                &deploy::InstallOptions {
+                    name: &name,
+                    image: &req.image,
+                    set: &req.set,
+                    policy: req.policy,
+                },
+            )
+        };
+        self.tracked(&name, "install", install, |r| {
+            format!("installed {}", r.image)
+        })
     }
 
     /// Deploys a container again into its other slot and switches to it,
@@ -144,18 +149,21 @@ impl Node {
         if req.pull && rebase.is_none() {
             self.repull(&host, &store, &req.name, pull)?;
         }
-        deploy::update(
-            &host,
-            &store,
-            &deploy::UpdateOptions {
-                name: &req.name,
-                set: &req.set,
-                policy: req.policy,
-                rebase: rebase.as_deref(),
-                no_rollback: req.no_rollback,
-                timeout: req.timeout,
-            },
-        )
+        let update = || {
+            deploy::update(
+                &host,
+                &store,
+                &deploy::UpdateOptions {
+                    name: &req.name,
+                    set: &req.set,
+                    policy: req.policy,
+                    rebase: rebase.as_deref(),
+                    no_rollback: req.no_rollback,
+                    timeout: req.timeout,
+                },
+            )
+        };
+        self.tracked(&req.name, "update", update, switched)
     }
 
     /// Updates every container whose image has a newer id in the store
@@ -181,18 +189,21 @@ impl Node {
                     self.repull(&host, &store, &name, settings)?;
                 }
                 // With no new values, update changes only what has a newer image id.
-                deploy::update(
-                    &host,
-                    &store,
-                    &deploy::UpdateOptions {
-                        name: &name,
-                        set: &[],
-                        policy,
-                        rebase: None,
-                        no_rollback,
-                        timeout,
-                    },
-                )
+                let update = || {
+                    deploy::update(
+                        &host,
+                        &store,
+                        &deploy::UpdateOptions {
+                            name: &name,
+                            set: &[],
+                            policy,
+                            rebase: None,
+                            no_rollback,
+                            timeout,
+                        },
+                    )
+                };
+                self.tracked(&name, "update", update, switched)
             })();
             report.rows.push(match outcome {
                 Ok(r) => UpdateAllRow {
@@ -240,13 +251,16 @@ impl Node {
     /// Switches a container back to its previous deployment.
     pub fn rollback(&self, name: &str) -> anyhow::Result<UpdateReport> {
         let _lock = self.lock()?;
-        deploy::rollback(&self.host()?, name)
+        let host = self.host()?;
+        self.tracked(name, "rollback", || deploy::rollback(&host, name), switched)
     }
 
     /// Stops and removes a system container (its data directories stay).
     pub fn uninstall(&self, req: &UninstallRequest) -> anyhow::Result<deploy::UninstallReport> {
         let _lock = self.lock()?;
-        deploy::uninstall(&self.host()?, &req.name)
+        let host = self.host()?;
+        let uninstall = || deploy::uninstall(&host, &req.name);
+        self.tracked(&req.name, "uninstall", uninstall, |_| "uninstalled".into())
     }
 
     /// The installed containers: running ones, or all. Operations a crash
@@ -264,4 +278,9 @@ impl Node {
             .collect();
         Ok(ListReport { containers, notes })
     }
+}
+
+/// The last-operation message of an update or rollback.
+fn switched(r: &UpdateReport) -> String {
+    format!("{} ({})", r.status, r.image_after)
 }

@@ -12,17 +12,21 @@
 
 mod apply;
 mod containers;
+mod history;
 mod images;
 mod repair;
+mod status;
 
 pub use apply::{Action, ApplyReport, ApplyRequest, Outcome, Step};
 pub use containers::{
     InstallRequest, ListReport, UninstallRequest, UpdateAllReport, UpdateAllRow, UpdateRequest,
 };
+pub use history::LastOperation;
 pub use images::{
     DeleteReport, ImageRow, ImagesListReport, ImagesUpdateReport, ImagesUpdateRow, PruneReport,
     TagReport, VerifyOutcome,
 };
+pub use status::{ContainerReport, Deployed, StatusReport};
 
 // The types a front needs to read the reports, so it imports this module only.
 pub use crate::builder::{Output as PackOutput, PackReport, PackSpec};
