@@ -85,7 +85,7 @@ impl std::fmt::Display for Problem {
 
 /// Every declaration of the directories: the valid ones in dependency
 /// order (a container after those it needs), and the problems.
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Declared {
     pub containers: Vec<Declaration>,
     pub problems: Vec<Problem>,

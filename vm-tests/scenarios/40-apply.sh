@@ -17,12 +17,17 @@ source "$here/../socle.sh"
 node_cleanup_on_exit
 
 node=apply0
-fixtures=$socle_repo/vm-tests/fixtures
+fixtures=$socle_repo/vm-tests/fixtures/update
 work=$(mktemp -d)
 at_exit rm -rf "$work"
 
 in_node() { node_exec "$node" "$@"; }
-greets() { [[ $(in_node curl -fsS "http://127.0.0.1:$1/") == "$2" ]]; }
+greets() {
+    local got
+    got=$(in_node curl -fsS "http://127.0.0.1:$1/") || true
+    echo "port $1 says: $got"
+    [[ $got == "$2" ]]
+}
 active() { in_node systemctl is-active --quiet "$1.service"; }
 declare_in() {   # declare_in ROOT NAME TEXT
     mkdir -p "$1/etc/socle/containers.d" && printf '%s\n' "$3" >"$1/etc/socle/containers.d/$2.toml"
@@ -99,20 +104,21 @@ wait_until 60 "the path unit applied it: web answers on the new port" greets 184
 # A new image that does not stay up is rolled back by the gate.
 broken_image() {
     local out rc=0
-    in_node sh -c "$(printf 'cat > /etc/socle/containers.d/web.toml <<EOF\n%s\nEOF' "$(greeter web hello:3 hello-v3-exit1.tar 18404 base)")"
+    declare_in "$root" web "$(greeter web hello:3 hello-v3-exit1.tar 18404 base)"
     out=$(in_node socle apply --offline --json) || rc=$?
     echo "$out"
     ((rc == 1)) && jq -e '.steps[] | select(.name == "web") | .status == "failed" and (.reason | test("rolled back"))' <<<"$out" >/dev/null
 }
 check "a broken new image fails its apply and is rolled back" broken_image
 wait_until 30 "web still answers with hello 1" greets 18404 "Hello, web! (hello 1)"
-check "a good new image is applied" in_node sh -c "$(printf 'cat > /etc/socle/containers.d/web.toml <<EOF\n%s\nEOF' "$(greeter web hello:2 hello-v2.tar 18404 base)") && socle apply --offline"
-wait_until 30 "web answers with hello 2" greets 18404 "Hello, web! (hello 2)"
+check "a good new image is declared" declare_in "$root" web "$(greeter web hello:2 hello-v2.tar 18404 base)"
+check "and applied" in_node socle apply --offline
+wait_until 30 "web answers with hello 2" greets 18404 "Hello, web! (hello 2)" || { in_node socle status; in_node journalctl -n 30 --no-pager -u socle-apply-network.service; in_node cat /etc/socle/containers.d/web.toml; false; }
 
 # A bad declaration is named; the others stay as they are.
 bad_declaration() {
     local out rc=0
-    in_node sh -c 'printf "image = \"hello:1\"\ncolour = \"blue\"\n" > /etc/socle/containers.d/bad.toml'
+    declare_in "$root" bad "$(printf 'image = "hello:1"\ncolour = "blue"')"
     out=$(in_node socle apply --offline 2>&1) || rc=$?
     echo "$out"
     ((rc == 1)) && grep -q '^! bad: left out: /etc/socle/containers.d/bad.toml:2: unknown field `colour`' <<<"$out"
@@ -121,6 +127,7 @@ check "a bad declaration is named with its file and line" bad_declaration
 check "the bad declaration goes" in_node rm /etc/socle/containers.d/bad.toml
 
 # Removed: uninstalled; the hand-installed one is untouched.
+check "web no longer needs base" declare_in "$root" web "$(greeter web hello:2 hello-v2.tar 18404)"
 check "base's declaration is removed" in_node rm /etc/socle/containers.d/base.toml
 wait_until 60 "base is uninstalled" in_node test ! -e /etc/systemd/system/base.service
 check "web still answers" greets 18404 "Hello, web! (hello 2)"
@@ -130,6 +137,11 @@ check "the node reboots" node_reboot "$node" --private-network
 wait_until 60 "web answers after the reboot" greets 18404 "Hello, web! (hello 2)"
 wait_until 30 "manual answers after the reboot" greets 18403 "Hello, manual! (hello 1)"
 check "base stayed uninstalled" in_node test ! -e /etc/systemd/system/base.service
+apply_units_ok() {
+    in_node journalctl -b --no-pager -o cat -u socle-apply.service -u socle-apply-network.service
+    ! in_node systemctl is-failed --quiet socle-apply.service socle-apply-network.service
+}
+check "the boot's applies succeeded" apply_units_ok
 check "nothing to apply after the reboot" applies_nothing
 check "the boot's apply cost is known (no change)" apply_cost
 check "node is destroyed" node_destroy "$node"

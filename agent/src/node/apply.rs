@@ -18,6 +18,10 @@ use crate::reference::{ImageName, ImageRef};
 use crate::store::{Store, StoredImage};
 use crate::template::Values;
 
+/// How many times apply goes over the declarations when they keep changing
+/// while it runs.
+const ROUNDS: usize = 3;
+
 /// `apply`.
 #[derive(Debug, Clone)]
 pub struct ApplyRequest {
@@ -217,8 +221,12 @@ fn order_text(d: &Declaration) -> String {
 
 impl Node {
     /// Applies the declarations: see the module's documentation.
+    ///
+    /// A declaration that changes while apply runs is applied too: apply
+    /// reads them again when it is done and goes round once more if they
+    /// differ (a path unit does not start a service again for a change
+    /// made while it runs). At most [`ROUNDS`] rounds.
     pub fn apply(&self, req: &ApplyRequest, pull: &PullSettings) -> anyhow::Result<ApplyReport> {
-        let declared = declaration::read(&req.dirs);
         let _lock = self.lock()?;
         let store = self.store()?;
         let host = if req.dry_run {
@@ -226,6 +234,39 @@ impl Node {
         } else {
             self.host()?
         };
+        let mut declared = declaration::read(&req.dirs);
+        let mut earlier: Vec<Step> = Vec::new();
+        for _ in 1..ROUNDS {
+            let mut report = self.apply_round(&host, &store, declared.clone(), req, pull)?;
+            let now = declaration::read(&req.dirs);
+            if req.dry_run || now == declared {
+                earlier.append(&mut report.steps);
+                report.steps = earlier;
+                return Ok(report);
+            }
+            earlier.extend(
+                report
+                    .steps
+                    .into_iter()
+                    .filter(|s| s.action != Action::Unchanged),
+            );
+            declared = now;
+        }
+        let mut report = self.apply_round(&host, &store, declared, req, pull)?;
+        earlier.append(&mut report.steps);
+        report.steps = earlier;
+        Ok(report)
+    }
+
+    /// One pass over the declarations `declared`.
+    fn apply_round(
+        &self,
+        host: &Host,
+        store: &Store,
+        declared: declaration::Declared,
+        req: &ApplyRequest,
+        pull: &PullSettings,
+    ) -> anyhow::Result<ApplyReport> {
         let state_dir = &self.config.state_dir;
         let mut report = ApplyReport {
             dry_run: req.dry_run,
@@ -256,7 +297,7 @@ impl Node {
             let outcome = if req.dry_run {
                 Outcome::Planned
             } else {
-                let uninstall = || self.apply_uninstall(&host, &name, installed.contains(&name));
+                let uninstall = || self.apply_uninstall(host, &name, installed.contains(&name));
                 match self.tracked(&name, "apply: uninstall", uninstall, |_| {
                     "uninstalled".into()
                 }) {
@@ -286,7 +327,7 @@ impl Node {
                 });
                 continue;
             }
-            let step = self.apply_one(&host, &store, d, &installed, req, pull);
+            let step = self.apply_one(host, store, d, &installed, req, pull);
             let step = match step {
                 Ok(step) => step,
                 Err(e) => Step {

@@ -86,7 +86,10 @@ impl Node {
                 last: history::last(state_dir, &name),
                 drift: Vec::new(),
             };
-            row.drift = drift(&host, &row, declaration);
+            row.drift = match declared.problems.iter().find(|p| p.name == name) {
+                Some(p) => vec![format!("its declaration is left out: {p}")],
+                None => drift(&host, &row, declaration),
+            };
             containers.push(row);
         }
         Ok(StatusReport {
