@@ -99,7 +99,11 @@ wait_until 30 "manual answers" greets 18403 "Hello, manual! (hello 1)"
 
 # Changed in place: the path unit applies it, through the health gate.
 check "web's value changes" in_node sed -i 's/18402/18404/' /etc/socle/containers.d/web.toml
-wait_until 60 "the path unit applied it: web answers on the new port" greets 18404 "Hello, web! (hello 1)"
+wait_until 60 "the path unit applied it: web answers on the new port" greets 18404 "Hello, web! (hello 1)" || {
+    in_node journalctl -b --no-pager -o short-monotonic -u socle-apply.path -u socle-apply-network.service -u socle-apply.service | tail -40
+    in_node socle status
+    false
+}
 
 # A new image that does not stay up is rolled back by the gate.
 broken_image() {
@@ -110,6 +114,13 @@ broken_image() {
     ((rc == 1)) && jq -e '.steps[] | select(.name == "web") | .status == "failed" and (.reason | test("rolled back"))' <<<"$out" >/dev/null
 }
 check "a broken new image fails its apply and is rolled back" broken_image
+status_reports_it() {
+    local s
+    s=$(in_node socle status --json)
+    echo "$s"
+    jq -e '.containers[] | select(.name == "web") | .last.ok == false and (.last.operation == "apply: update") and (.last.message | test("rolled back")) and .current.image == "hello:1"' <<<"$s" >/dev/null
+}
+check "socle status reports the failed update and the rollback" status_reports_it
 wait_until 30 "web still answers with hello 1" greets 18404 "Hello, web! (hello 1)"
 check "a good new image is declared" declare_in "$root" web "$(greeter web hello:2 hello-v2.tar 18404 base)"
 check "and applied" in_node socle apply --offline

@@ -207,6 +207,9 @@ pub fn applied(json: bool, report: &ApplyReport) -> anyhow::Result<()> {
             Outcome::Failed(why) => line.push_str(&format!(" — failed: {why}")),
         }
         println!("{line}");
+        for w in &s.warnings {
+            eprintln!("warning: {}: {w}", s.name);
+        }
     }
     if report.unchanged() && report.problems.is_empty() {
         println!("Nothing to change: the node is as declared.");

@@ -101,6 +101,9 @@ pub struct Step {
     pub image: String,
     /// What differs, for an update: `image id 3f2a → 9c1e`, `values.PORT: 1 → 2`.
     pub changes: Vec<String>,
+    /// What install or update warned about (dangerous requests, notes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     #[serde(flatten)]
     pub outcome: Outcome,
 }
@@ -310,6 +313,7 @@ impl Node {
                 action: Action::Uninstall,
                 image,
                 changes: Vec::new(),
+                warnings: Vec::new(),
                 outcome,
             });
         }
@@ -323,6 +327,7 @@ impl Node {
                     action: Action::Unchanged,
                     image: d.image.clone(),
                     changes: Vec::new(),
+                    warnings: Vec::new(),
                     outcome: Outcome::Skipped(format!("{dep} was not applied")),
                 });
                 continue;
@@ -335,6 +340,7 @@ impl Node {
                     action: Action::Unchanged,
                     image: d.image.clone(),
                     changes: Vec::new(),
+                    warnings: Vec::new(),
                     outcome: Outcome::Failed(one_line(&e)),
                 },
             };
@@ -375,6 +381,7 @@ impl Node {
             action: Action::Unchanged,
             image: d.image.clone(),
             changes: Vec::new(),
+            warnings: Vec::new(),
             outcome: Outcome::Planned,
         };
         let image = match (stored, req.dry_run) {
@@ -444,7 +451,10 @@ impl Node {
             })
         };
         step.outcome = match result {
-            Ok(()) => Outcome::Done,
+            Ok(warnings) => {
+                step.warnings = warnings;
+                Outcome::Done
+            }
             Err(e) => Outcome::Failed(one_line(&e)),
         };
         Ok(step)
@@ -483,11 +493,11 @@ impl Node {
         image: &StoredImage,
         action: Action,
         req: &ApplyRequest,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<String>> {
         let sets: Vec<String> = d.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let unit = deploy::unit_name(&d.name);
         let image_name = image.name.to_string();
-        match action {
+        let warnings = match action {
             Action::Install => {
                 deploy::install(
                     host,
@@ -498,7 +508,8 @@ impl Node {
                         set: &sets,
                         policy: Policy::default(),
                     },
-                )?;
+                )?
+                .warnings
             }
             Action::Update => {
                 deploy::update(
@@ -512,10 +523,11 @@ impl Node {
                         no_rollback: false,
                         timeout: req.timeout,
                     },
-                )?;
+                )?
+                .messages
             }
-            Action::Unchanged | Action::Uninstall => {}
-        }
+            Action::Unchanged | Action::Uninstall => Vec::new(),
+        };
         let drop_in = order_drop_in(&host.unit_dir, &d.name);
         let order_changed = if d.after.is_empty() {
             let existed = drop_in.exists();
@@ -557,7 +569,7 @@ impl Node {
         let record = record_path(&self.config.state_dir, &d.name);
         std::fs::create_dir_all(record.parent().expect("a record has a directory"))?;
         fsops::write_atomic(&record, &serde_json::to_vec_pretty(&Record::of(d))?, 0o600)?;
-        Ok(())
+        Ok(warnings)
     }
 
     fn apply_uninstall(&self, host: &Host, name: &str, installed: bool) -> anyhow::Result<()> {
