@@ -19,6 +19,7 @@ pub mod fsck;
 pub mod fsops;
 pub mod health;
 mod inventory;
+mod layout;
 mod recovery;
 pub mod render;
 mod update;
@@ -28,8 +29,6 @@ pub use recovery::recover_all;
 pub use render::unit_name;
 
 pub use update::{rollback, update, UpdateOptions, UpdateReport};
-
-pub(crate) use update::staging_dir;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -181,50 +180,8 @@ pub fn check_installed_name(name: &str) -> anyhow::Result<()> {
 }
 
 impl Host {
-    pub fn containers_dir(&self) -> PathBuf {
-        self.state_dir.join("containers")
-    }
-
-    pub fn repo_dir(&self) -> PathBuf {
-        self.state_dir.join("repo")
-    }
-
-    fn pointer(&self, name: &str) -> PathBuf {
-        self.containers_dir().join(name)
-    }
-
-    fn slot_dir(&self, name: &str, slot: u32) -> PathBuf {
-        self.containers_dir().join(format!("{name}.{slot}"))
-    }
-
-    /// Makes `slot` the current deployment of `name`: the pointer becomes a
-    /// relative link to it, by rename(2).
-    fn point_at(&self, name: &str, slot: u32) -> std::io::Result<()> {
-        fsops::swap_symlink(Path::new(&format!("{name}.{slot}")), &self.pointer(name))
-    }
-
-    fn unit_path(&self, name: &str) -> PathBuf {
-        self.unit_dir.join(unit_name(name))
-    }
-
-    fn tmpfiles_path(&self, name: &str) -> PathBuf {
-        self.tmpfiles_dir.join(format!("{name}.conf"))
-    }
-
-    /// Where an absolute host path lands under `--host-root`.
-    pub fn on_host(&self, path: &Path) -> PathBuf {
-        self.host_root.join(path.strip_prefix("/").unwrap_or(path))
-    }
-
-    /// The slot the pointer designates, if the container is installed.
-    pub fn current_slot(&self, name: &str) -> Option<u32> {
-        let target = fs::read_link(self.pointer(name)).ok()?;
-        let target = target.file_name()?.to_string_lossy().to_string();
-        target.strip_prefix(&format!("{name}."))?.parse().ok()
-    }
-
     pub fn read_info(&self, name: &str, slot: u32) -> anyhow::Result<Info> {
-        let path = self.slot_dir(name, slot).join("info");
+        let path = layout::slot_info(&self.slot_dir(name, slot));
         let text =
             fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
@@ -413,7 +370,7 @@ pub fn install(host: &Host, store: &Store, opts: &InstallOptions) -> anyhow::Res
     // (before the pointer exists) or finished (after) by the next command.
     let slot = 0;
     let id = new_deployment_id();
-    undo.paths.push(update::transition_path(host, name));
+    undo.paths.push(host.transition_path(name));
     let journal = update::Transition {
         op: update::Op::Install,
         phase: update::Phase::Staging,
@@ -431,7 +388,7 @@ pub fn install(host: &Host, store: &Store, opts: &InstallOptions) -> anyhow::Res
     // A slot left by an install that crashed before the pointer existed is
     // garbage: nobody points at it.
     let slot_dir = host.slot_dir(name, slot);
-    let staging = staging_dir(host, name, slot);
+    let staging = host.staging_dir(name, slot);
     let cleared = fsops::remove_any(&staging).and_then(|_| fsops::remove_any(&slot_dir));
     if let Err(e) = cleared {
         undo.run();
@@ -484,7 +441,7 @@ pub fn install(host: &Host, store: &Store, opts: &InstallOptions) -> anyhow::Res
         }
         host.run_tmpfiles("--create", &host.tmpfiles_path(name))?;
         failpoint("install:after-enable");
-        fsops::remove_any(&update::transition_path(host, name))?;
+        fsops::remove_any(&host.transition_path(name))?;
         fsops::sync_dir(&host.containers_dir())?;
         Ok(())
     };
@@ -604,10 +561,10 @@ fn write_deployment(
         0o644,
     )?;
     if let Some(unit) = &rendered.unit {
-        fsops::write_atomic(&dir.join(unit_name(name)), unit.as_bytes(), 0o644)?;
+        fsops::write_atomic(&layout::slot_unit(dir, name), unit.as_bytes(), 0o644)?;
     }
     fsops::write_atomic(
-        &dir.join("tmpfiles.conf"),
+        &layout::slot_tmpfiles(dir),
         rendered.tmpfiles.as_bytes(),
         0o644,
     )?;
@@ -629,7 +586,7 @@ fn write_deployment(
         };
         let (mode, dropped) = crate::permissions::host_file_mode(&f.dest, mode);
         warnings.extend(dropped);
-        fsops::write_atomic(&slot_host_file(dir, &f.dest), &data, mode)?;
+        fsops::write_atomic(&layout::slot_host_file(dir, &f.dest), &data, mode)?;
         installed.push(InstalledFile {
             path: f.dest.clone(),
             sha256: fsops::sha256_bytes(&data),
@@ -656,15 +613,8 @@ fn write_deployment(
         probe,
     };
     let info_json = serde_json::to_string_pretty(&info)? + "\n";
-    fsops::write_atomic(&dir.join("info"), info_json.as_bytes(), 0o644)?;
+    fsops::write_atomic(&layout::slot_info(dir), info_json.as_bytes(), 0o644)?;
     Ok((info, warnings))
-}
-
-/// Where a slot keeps its rendered copy of the host file `dest`.
-fn slot_host_file(slot_dir: &Path, dest: &Path) -> PathBuf {
-    slot_dir
-        .join("hostfiles")
-        .join(dest.strip_prefix("/").unwrap_or(dest))
 }
 
 /// Makes the host match a slot: its unit, tmpfiles and host files. Host
@@ -680,19 +630,19 @@ fn publish(
 ) -> anyhow::Result<Vec<String>> {
     let mut messages = Vec::new();
     if info.has_container_service {
-        let unit = fs::read(slot_dir.join(unit_name(name)))?;
+        let unit = fs::read(layout::slot_unit(slot_dir, name))?;
         fsops::write_atomic(&host.unit_path(name), &unit, 0o644)?;
     } else {
         fsops::remove_any(&host.unit_path(name))?;
     }
-    let tmpfiles = fs::read(slot_dir.join("tmpfiles.conf"))?;
+    let tmpfiles = fs::read(layout::slot_tmpfiles(slot_dir))?;
     fsops::write_atomic(&host.tmpfiles_path(name), &tmpfiles, 0o644)?;
 
     let recorded =
         |path: &Path| previous.and_then(|p| p.installed_files.iter().find(|f| f.path == path));
     for f in &info.installed_files {
         let on_host = host.on_host(&f.path);
-        let source = slot_host_file(slot_dir, &f.path);
+        let source = layout::slot_host_file(slot_dir, &f.path);
         let data = fs::read(&source).with_context(|| format!("reading {}", source.display()))?;
         // A slot written before modes were checked may still carry them.
         let (mode, _) = crate::permissions::host_file_mode(&f.path, {
@@ -884,7 +834,7 @@ fn remove_container(
     fsops::sync_dir(&host.containers_dir())?;
     failpoint("uninstall:after-pointer");
     for s in [0, 1] {
-        fsops::remove_any(&staging_dir(host, name, s))?;
+        fsops::remove_any(&host.staging_dir(name, s))?;
         let d = host.slot_dir(name, s);
         if d.exists() {
             fsops::remove_any(&d)?;
@@ -892,7 +842,7 @@ fn remove_container(
         }
     }
     failpoint("uninstall:after-slots");
-    fsops::remove_any(&update::transition_path(host, name))?;
+    fsops::remove_any(&host.transition_path(name))?;
     fsops::sync_dir(&host.containers_dir())?;
     Ok(())
 }

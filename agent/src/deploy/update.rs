@@ -237,22 +237,13 @@ pub(super) enum Phase {
 }
 
 pub(super) fn write_transition(host: &Host, name: &str, t: &Transition) -> anyhow::Result<()> {
-    fsops::write_atomic(&transition_path(host, name), &serde_json::to_vec(t)?, 0o644)?;
+    fsops::write_atomic(&host.transition_path(name), &serde_json::to_vec(t)?, 0o644)?;
     Ok(())
-}
-
-pub(crate) fn staging_dir(host: &Host, name: &str, slot: u32) -> std::path::PathBuf {
-    host.containers_dir()
-        .join(format!(".{name}.{slot}.staging"))
-}
-
-pub(super) fn transition_path(host: &Host, name: &str) -> std::path::PathBuf {
-    host.containers_dir().join(format!(".{name}.transition"))
 }
 
 /// The journal of an unfinished operation on `name`, if there is one.
 pub(super) fn read_transition(host: &Host, name: &str) -> anyhow::Result<Option<Transition>> {
-    let path = transition_path(host, name);
+    let path = host.transition_path(name);
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -274,14 +265,14 @@ pub(super) fn read_transition(host: &Host, name: &str) -> anyhow::Result<Option<
 /// current is discarded. Returns what was interrupted and a message, when
 /// there was something to do.
 pub(super) fn recover(host: &Host, name: &str) -> anyhow::Result<Option<(Transition, String)>> {
-    let path = transition_path(host, name);
+    let path = host.transition_path(name);
     let Some(t) = read_transition(host, name)? else {
         return Ok(None);
     };
     if matches!(t.op, Op::Install | Op::Uninstall) {
         return super::recovery::recover_lifecycle(host, name, t);
     }
-    fsops::remove_any(&staging_dir(host, name, t.to))?;
+    fsops::remove_any(&host.staging_dir(name, t.to))?;
     let Some(slot) = host.current_slot(name) else {
         fsops::remove_any(&path)?;
         return Ok(None);
@@ -366,7 +357,7 @@ pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Resul
     // A reused slot is rebuilt from scratch: nothing of an older image lingers.
     let new_slot = other(slot);
     let new_dir = host.slot_dir(name, new_slot);
-    let staging = staging_dir(host, name, new_slot);
+    let staging = host.staging_dir(name, new_slot);
     let was_running = info.has_container_service && is_running(host, name)?;
     let mut transition = Transition {
         op: Op::Update,
@@ -393,7 +384,7 @@ pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Resul
         Ok(r) => r,
         Err(e) => {
             let _ = fsops::remove_any(&staging);
-            let _ = fsops::remove_any(&transition_path(host, name));
+            let _ = fsops::remove_any(&host.transition_path(name));
             return Err(e.context(format!(
                 "updating {name}; the current deployment is unchanged"
             )));
@@ -419,7 +410,7 @@ pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Resul
     report.slot = new_slot;
     report.status = "updated".into();
     if !(was_running && new_info.has_container_service) {
-        fsops::remove_any(&transition_path(host, name))?;
+        fsops::remove_any(&host.transition_path(name))?;
         return Ok(report);
     }
     let gate = start_healthy(host, name, &new_info, opts.timeout);
@@ -427,7 +418,7 @@ pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Resul
     if let Err(why) = gate {
         let log = last_log_lines(name);
         if opts.no_rollback {
-            fsops::remove_any(&transition_path(host, name))?;
+            fsops::remove_any(&host.transition_path(name))?;
             bail!("{name}: the new deployment is not healthy: {why}; left in place (--no-rollback). Last log lines: {log}");
         }
         // The failed deployment must be gone before the old one starts again.
@@ -439,14 +430,14 @@ pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Resul
             Some(problem) => format!("; and the old deployment did not start again: {problem}"),
             None => String::new(),
         };
-        fsops::remove_any(&transition_path(host, name))?;
+        fsops::remove_any(&host.transition_path(name))?;
         bail!(
             "{name}: the new deployment ({}) is not healthy: {why}; rolled back to {} (slot {slot}){restarted}. Last log lines: {log}",
             new_info.image,
             info.image
         );
     }
-    fsops::remove_any(&transition_path(host, name))?;
+    fsops::remove_any(&host.transition_path(name))?;
     Ok(report)
 }
 
@@ -507,7 +498,7 @@ pub fn rollback(host: &Host, name: &str) -> anyhow::Result<UpdateReport> {
     if was_running && target_info.has_container_service {
         start_problem = start_unit(host, name)?;
     }
-    fsops::remove_any(&transition_path(host, name))?;
+    fsops::remove_any(&host.transition_path(name))?;
     if let Some(problem) = start_problem {
         bail!(
             "{name}: rolled back to {} (slot {target}), but {problem}. Last log lines: {}",
