@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::layout::{self, Entry};
-use super::{fsops, publish, unit_name, update, Host, Info};
+use super::{fsops, switch, unit_name, update, Host, Info};
 
 /// One problem found, and what `--repair` did about it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -250,12 +250,14 @@ fn check_container(
     }
     let fix = format!("write it again from {name}'s current slot {slot}");
     if repair {
-        publish(host, name, &slot_dir, &info, other.as_ref())?;
-        host.systemd.reload()?;
-        if info.has_container_service {
-            host.systemd.enable(&unit_name(name))?;
-        }
-        host.run_tmpfiles("--create", &host.tmpfiles_path(name))?;
+        switch::make_current(
+            host,
+            name,
+            slot,
+            &info,
+            other.as_ref(),
+            switch::Pointer::Kept,
+        )?;
     }
     for (kind, path, problem) in found {
         let mut f = Finding::new(
@@ -307,12 +309,7 @@ fn check_broken_pointer(
     if let (true, Some(s)) = (repair, usable) {
         host.point_at(name, s)?;
         let info = host.read_info(name, s)?;
-        publish(host, name, &host.slot_dir(name, s), &info, None)?;
-        host.systemd.reload()?;
-        if info.has_container_service {
-            host.systemd.enable(&unit_name(name))?;
-        }
-        host.run_tmpfiles("--create", &host.tmpfiles_path(name))?;
+        switch::make_current(host, name, s, &info, None, switch::Pointer::Kept)?;
         f.repaired = true;
     }
     out.findings.push(f);

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::layout::{self, Entry};
 use super::update::{self, Op, Transition};
-use super::{fsops, publish, remove_container, unit_name, Host, UninstallReport};
+use super::{fsops, remove_container, switch, Host, UninstallReport};
 
 /// Finishes or undoes the install or uninstall journaled in `t`. Returns
 /// the journal and what was done, for the user.
@@ -44,12 +44,7 @@ pub(super) fn recover_lifecycle(
 fn finish_install(host: &Host, name: &str, t: &Transition) -> anyhow::Result<String> {
     fsops::remove_any(&host.staging_dir(name, t.to))?;
     let info = host.read_info(name, t.to)?;
-    publish(host, name, &host.slot_dir(name, t.to), &info, None)?;
-    host.systemd.reload()?;
-    if info.has_container_service {
-        host.systemd.enable(&unit_name(name))?;
-    }
-    host.run_tmpfiles("--create", &host.tmpfiles_path(name))?;
+    switch::make_current(host, name, t.to, &info, None, switch::Pointer::Kept)?;
     fsops::remove_any(&host.transition_path(name))?;
     fsops::sync_dir(&host.containers_dir())?;
     Ok(format!(
