@@ -9,7 +9,7 @@ use socle::node::{
     plural, short_id, Action, ApplyReport, ContainerStatus, DeleteReport, FsckReport, GcReport,
     ImageDetails, ImagesListReport, ImagesUpdateReport, InstallReport, LintFinding, LintSeverity,
     ListReport, Outcome, PackReport, PruneReport, PullReport, StatusReport, TagReport,
-    UninstallReport, UpdateAllReport, UpdateReport, VerifyOutcome, VerifyReport,
+    UninstallReport, UpdateAllReport, UpdateReport, UpdateStatus, VerifyOutcome, VerifyReport,
 };
 
 use super::progress;
@@ -94,8 +94,8 @@ pub fn updated(json: bool, report: &UpdateReport) -> anyhow::Result<()> {
     for m in &report.messages {
         eprintln!("note: {m}");
     }
-    match report.status.as_str() {
-        "up to date" => println!("Latest version already installed."),
+    match report.status {
+        UpdateStatus::UpToDate => println!("Latest version already installed."),
         status => println!(
             "{} {}: {} ({}) -> {} ({}), slot {}",
             report.name,

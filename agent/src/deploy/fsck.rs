@@ -8,7 +8,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{fsops, publish, unit_name, update, Host, Info};
+use super::layout::{self, Entry};
+use super::{fsops, switch, unit_name, update, Host, Info};
 
 /// One problem found, and what `--repair` did about it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -60,7 +61,7 @@ pub fn check_deployments(host: &Host, repair: bool) -> anyhow::Result<Deployment
 
 fn check_journals(host: &Host, repair: bool, out: &mut DeploymentsCheck) -> anyhow::Result<()> {
     for name in super::recovery::journaled(host)? {
-        let path = update::transition_path(host, &name);
+        let path = host.transition_path(&name);
         let what = match update::read_transition(host, &name) {
             Ok(Some(t)) => format!("{:?}", t.op).to_lowercase(),
             Ok(None) => continue,
@@ -101,10 +102,10 @@ fn check_orphans(host: &Host, repair: bool, out: &mut DeploymentsCheck) -> anyho
             .unwrap_or_default()
             .to_string_lossy()
             .to_string();
-        let info = fs::read_to_string(dir.join("info"))
+        let info = fs::read_to_string(layout::slot_info(&dir))
             .ok()
             .and_then(|t| serde_json::from_str::<Info>(&t).ok());
-        let staging = file_name.starts_with('.');
+        let staging = matches!(layout::parse(&file_name), Some(Entry::Staging { .. }));
         if let Some(info) = info
             .as_ref()
             .filter(|i| !staging && !is_installed(host, &i.name))
@@ -167,10 +168,10 @@ fn is_installed(host: &Host, name: &str) -> bool {
 fn leftovers(host: &Host, name: &str, dir: &Path, info: &Info) -> Vec<(&'static str, PathBuf)> {
     let same = |a: &Path, b: &Path| matches!((fs::read(a), fs::read(b)), (Ok(x), Ok(y)) if x == y);
     let mut left = Vec::new();
-    if same(&host.unit_path(name), &dir.join(unit_name(name))) {
+    if same(&host.unit_path(name), &layout::slot_unit(dir, name)) {
         left.push(("unit", host.unit_path(name)));
     }
-    if same(&host.tmpfiles_path(name), &dir.join("tmpfiles.conf")) {
+    if same(&host.tmpfiles_path(name), &layout::slot_tmpfiles(dir)) {
         left.push(("tmpfiles", host.tmpfiles_path(name)));
     }
     for f in &info.installed_files {
@@ -201,15 +202,15 @@ fn check_container(
     let mut files = vec![(
         "tmpfiles",
         host.tmpfiles_path(name),
-        slot_dir.join("tmpfiles.conf"),
-        other_dir.join("tmpfiles.conf"),
+        layout::slot_tmpfiles(&slot_dir),
+        layout::slot_tmpfiles(&other_dir),
     )];
     if info.has_container_service {
         files.push((
             "unit",
             host.unit_path(name),
-            slot_dir.join(unit_name(name)),
-            other_dir.join(unit_name(name)),
+            layout::slot_unit(&slot_dir, name),
+            layout::slot_unit(&other_dir, name),
         ));
     }
     for (kind, path, copy, other_copy) in files {
@@ -249,12 +250,14 @@ fn check_container(
     }
     let fix = format!("write it again from {name}'s current slot {slot}");
     if repair {
-        publish(host, name, &slot_dir, &info, other.as_ref())?;
-        host.systemd.reload()?;
-        if info.has_container_service {
-            host.systemd.enable(&unit_name(name))?;
-        }
-        host.run_tmpfiles("--create", &host.tmpfiles_path(name))?;
+        switch::make_current(
+            host,
+            name,
+            slot,
+            &info,
+            other.as_ref(),
+            switch::Pointer::Kept,
+        )?;
     }
     for (kind, path, problem) in found {
         let mut f = Finding::new(
@@ -306,12 +309,7 @@ fn check_broken_pointer(
     if let (true, Some(s)) = (repair, usable) {
         host.point_at(name, s)?;
         let info = host.read_info(name, s)?;
-        publish(host, name, &host.slot_dir(name, s), &info, None)?;
-        host.systemd.reload()?;
-        if info.has_container_service {
-            host.systemd.enable(&unit_name(name))?;
-        }
-        host.run_tmpfiles("--create", &host.tmpfiles_path(name))?;
+        switch::make_current(host, name, s, &info, None, switch::Pointer::Kept)?;
         f.repaired = true;
     }
     out.findings.push(f);

@@ -15,9 +15,9 @@
 //! `port` must accept a TCP connection on 127.0.0.1.
 
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::seams::{Clock, Runtime};
 use crate::template::{self, Values};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -64,7 +64,7 @@ pub fn render_probe(spec: &serde_json::Value, values: &Values) -> anyhow::Result
 
 impl Probe {
     /// One try; `Err` says what failed.
-    pub fn check(&self, runtime: &str, container: &str) -> Result<(), String> {
+    pub fn check(&self, runtime: &dyn Runtime, container: &str) -> Result<(), String> {
         match self {
             Probe::Port(port) => {
                 let addr = SocketAddr::from(([127, 0, 0, 1], *port));
@@ -72,27 +72,9 @@ impl Probe {
                     .map(|_| ())
                     .map_err(|e| format!("probe: port {port} refuses connections ({e})"))
             }
-            Probe::Command(cmd) => {
-                let out = Command::new(runtime)
-                    .args(["exec", container])
-                    .args(cmd)
-                    .output()
-                    .map_err(|e| format!("probe: running {runtime} exec: {e}"))?;
-                if out.status.success() {
-                    Ok(())
-                } else {
-                    let mut text = String::from_utf8_lossy(&out.stderr).trim().to_string();
-                    if text.is_empty() {
-                        text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-                    }
-                    Err(format!(
-                        "probe: `{}` exited with {} ({})",
-                        cmd.join(" "),
-                        out.status,
-                        text.lines().last().unwrap_or("")
-                    ))
-                }
-            }
+            Probe::Command(cmd) => runtime
+                .exec(container, cmd)
+                .map_err(|e| format!("probe: {e}")),
         }
     }
 }
@@ -110,11 +92,12 @@ pub trait UnitState {
 pub fn wait_healthy(
     unit: &str,
     state: &dyn UnitState,
-    probe: Option<(&Probe, &str, &str)>,
+    probe: Option<(&Probe, &dyn Runtime, &str)>,
     settle: Duration,
     timeout: Duration,
+    clock: &dyn Clock,
 ) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
+    let deadline = clock.now() + timeout;
     let mut active_since: Option<Instant> = None;
     let mut probe_passed = probe.is_none();
     let mut last_probe_error = String::new();
@@ -125,14 +108,14 @@ pub fn wait_healthy(
         };
         match state.as_str() {
             "active" | "reloading" => {
-                let since = *active_since.get_or_insert_with(Instant::now);
+                let since = *active_since.get_or_insert_with(|| clock.now());
                 if let (false, Some((p, runtime, name))) = (probe_passed, probe) {
                     match p.check(runtime, name) {
                         Ok(()) => probe_passed = true,
                         Err(e) => last_probe_error = e,
                     }
                 }
-                if probe_passed && since.elapsed() >= settle {
+                if probe_passed && clock.now().duration_since(since) >= settle {
                     return Ok(());
                 }
             }
@@ -142,7 +125,7 @@ pub fn wait_healthy(
             }
             other => return Err(format!("{unit} is {other} right after it started")),
         }
-        if Instant::now() >= deadline {
+        if clock.now() >= deadline {
             return Err(if !probe_passed && active_since.is_some() {
                 format!("{last_probe_error} (for {} s)", timeout.as_secs())
             } else {
@@ -153,13 +136,14 @@ pub fn wait_healthy(
                 )
             });
         }
-        std::thread::sleep(Duration::from_millis(200));
+        clock.sleep(Duration::from_millis(200));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deploy::fakes::Fake;
     use std::cell::RefCell;
 
     struct Script(RefCell<Vec<&'static str>>);
@@ -203,6 +187,7 @@ mod tests {
             None,
             Duration::from_secs(60),
             Duration::from_secs(5),
+            &Fake::new(),
         )
         .unwrap_err();
         assert!(e.contains("failed"), "{e}");
@@ -217,6 +202,7 @@ mod tests {
             None,
             Duration::from_secs(60),
             Duration::from_secs(5),
+            &Fake::new(),
         )
         .unwrap_err();
         assert!(e.contains("left the active state"), "{e}");
@@ -232,6 +218,7 @@ mod tests {
                 None,
                 Duration::ZERO,
                 Duration::from_secs(5),
+                &Fake::new(),
             )
             .unwrap_err();
             assert!(e.contains("right after it started"), "{state}: {e}");
@@ -247,6 +234,7 @@ mod tests {
             None,
             Duration::ZERO,
             Duration::from_secs(5),
+            &Fake::new(),
         )
         .unwrap();
     }
@@ -264,9 +252,10 @@ mod tests {
         let e = wait_healthy(
             "x.service",
             &s,
-            Some((&probe, "runc", "x")),
+            Some((&probe, &Fake::new(), "x")),
             Duration::ZERO,
             Duration::from_millis(600),
+            &Fake::new(),
         )
         .unwrap_err();
         assert!(e.contains("refuses connections"), "{e}");

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use super::{staging_dir, Host};
+use super::layout::{self, Entry};
+use super::Host;
 
 /// A deployment an installed container can run: its current slot, or the
 /// other one (the rollback target) when it holds a deployment.
@@ -38,9 +39,7 @@ impl SlotUse {
 
 impl Host {
     fn transition_pending(&self, name: &str) -> bool {
-        self.containers_dir()
-            .join(format!(".{name}.transition"))
-            .exists()
+        self.transition_path(name).exists()
     }
 
     /// The current and rollback deployments of every installed container.
@@ -94,28 +93,17 @@ impl Host {
                 continue; // pointers, journals, the lock
             }
             let file_name = entry.file_name().to_string_lossy().to_string();
-            let (name, slot, staging) = match file_name
-                .strip_prefix('.')
-                .and_then(|s| s.strip_suffix(".staging"))
-            {
-                Some(rest) => match rest.rsplit_once('.') {
-                    Some((name, slot)) => (name, slot, true),
-                    None => continue,
-                },
-                None => match file_name.rsplit_once('.') {
-                    Some((name, slot)) => (name, slot, false),
-                    None => continue,
-                },
-            };
-            let Ok(slot) = slot.parse::<u32>() else {
-                continue;
+            let (name, slot, staging) = match layout::parse(&file_name) {
+                Some(Entry::Staging { name, slot }) => (name, slot, true),
+                Some(Entry::Slot { name, slot }) => (name, slot, false),
+                _ => continue,
             };
             if slot > 1 || name.is_empty() || self.transition_pending(name) {
                 continue;
             }
             let orphan = if staging {
                 // Staging directories only live while socle runs, under the lock.
-                entry.path() == staging_dir(self, name, slot)
+                entry.path() == self.staging_dir(name, slot)
             } else {
                 !installed.iter().any(|n| n == name)
             };

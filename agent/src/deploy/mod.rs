@@ -15,26 +15,30 @@
 //! Everything a slot needs is written before anything on the host changes,
 //! so a bad input fails with the host untouched.
 
+#[cfg(test)]
+mod engine_tests;
+#[cfg(test)]
+pub(crate) mod fakes;
 pub mod fsck;
 pub mod fsops;
 pub mod health;
 mod inventory;
+mod layout;
 mod recovery;
 pub mod render;
+pub mod seams;
+mod switch;
 mod update;
 
 pub use inventory::SlotUse;
 pub use recovery::recover_all;
 pub use render::unit_name;
 
-pub use update::{rollback, update, UpdateOptions, UpdateReport};
-
-pub(crate) use update::staging_dir;
+pub use update::{rollback, update, UpdateOptions, UpdateReport, UpdateStatus};
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context};
 
@@ -43,6 +47,7 @@ use crate::failpoint::failpoint;
 use crate::store::{Store, StoredImage};
 use crate::systemd::Systemd;
 use crate::template::{self, Values};
+use seams::{Clock, Journal, Runtime, Tmpfiles};
 
 /// The host socle deploys onto: where things go and whom to ask.
 pub struct Host {
@@ -50,8 +55,14 @@ pub struct Host {
     pub unit_dir: PathBuf,
     pub tmpfiles_dir: PathBuf,
     pub host_root: PathBuf,
+    /// The runtime's path, as units are rendered with it.
     pub runtime: String,
     pub systemd: Box<dyn Systemd>,
+    /// The runtime at `runtime`, as deploy runs it itself.
+    pub runc: Box<dyn Runtime>,
+    pub tmpfiles: Box<dyn Tmpfiles>,
+    pub journal: Box<dyn Journal>,
+    pub clock: Box<dyn Clock>,
 }
 
 /// A host file a deployment installed, with the checksum it had then.
@@ -123,11 +134,58 @@ pub struct ContainerStatus {
     pub name: String,
     pub image: String,
     pub image_id: String,
-    /// running, inactive, failed, no service, or unknown (no systemd asked).
-    pub state: String,
+    pub state: State,
     pub runtime: String,
     pub slot: u32,
     pub deployment: PathBuf,
+}
+
+/// What `socle list` says a container's service is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// systemd's `active`.
+    Running,
+    Inactive,
+    Failed,
+    /// The image has no container service.
+    NoService,
+    /// No systemd was asked (`--systemd none`).
+    Unknown,
+    /// Any other ActiveState (`activating`, `deactivating`, `reloading`, …),
+    /// shown as systemd says it.
+    Other(String),
+}
+
+impl State {
+    /// From the unit's ActiveState (`None`: no systemd asked).
+    fn of_unit(active_state: Option<String>) -> State {
+        match active_state.as_deref() {
+            None => State::Unknown,
+            Some("active") => State::Running,
+            Some("inactive") => State::Inactive,
+            Some("failed") => State::Failed,
+            Some(_) => State::Other(active_state.unwrap_or_default()),
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            State::Running => "running",
+            State::Inactive => "inactive",
+            State::Failed => "failed",
+            State::NoService => "no service",
+            State::Unknown => "unknown",
+            State::Other(s) => s,
+        })
+    }
+}
+
+impl serde::Serialize for State {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// What a new container's name may be, for error messages.
@@ -181,50 +239,33 @@ pub fn check_installed_name(name: &str) -> anyhow::Result<()> {
 }
 
 impl Host {
-    pub fn containers_dir(&self) -> PathBuf {
-        self.state_dir.join("containers")
-    }
-
-    pub fn repo_dir(&self) -> PathBuf {
-        self.state_dir.join("repo")
-    }
-
-    fn pointer(&self, name: &str) -> PathBuf {
-        self.containers_dir().join(name)
-    }
-
-    fn slot_dir(&self, name: &str, slot: u32) -> PathBuf {
-        self.containers_dir().join(format!("{name}.{slot}"))
-    }
-
-    /// Makes `slot` the current deployment of `name`: the pointer becomes a
-    /// relative link to it, by rename(2).
-    fn point_at(&self, name: &str, slot: u32) -> std::io::Result<()> {
-        fsops::swap_symlink(Path::new(&format!("{name}.{slot}")), &self.pointer(name))
-    }
-
-    fn unit_path(&self, name: &str) -> PathBuf {
-        self.unit_dir.join(unit_name(name))
-    }
-
-    fn tmpfiles_path(&self, name: &str) -> PathBuf {
-        self.tmpfiles_dir.join(format!("{name}.conf"))
-    }
-
-    /// Where an absolute host path lands under `--host-root`.
-    pub fn on_host(&self, path: &Path) -> PathBuf {
-        self.host_root.join(path.strip_prefix("/").unwrap_or(path))
-    }
-
-    /// The slot the pointer designates, if the container is installed.
-    pub fn current_slot(&self, name: &str) -> Option<u32> {
-        let target = fs::read_link(self.pointer(name)).ok()?;
-        let target = target.file_name()?.to_string_lossy().to_string();
-        target.strip_prefix(&format!("{name}."))?.parse().ok()
+    /// A host whose runtime, tmpfiles, journal and clock are the real ones.
+    pub fn new(
+        state_dir: PathBuf,
+        unit_dir: PathBuf,
+        tmpfiles_dir: PathBuf,
+        host_root: PathBuf,
+        runtime: String,
+        systemd: Box<dyn Systemd>,
+    ) -> Host {
+        Host {
+            state_dir,
+            unit_dir,
+            tmpfiles_dir,
+            host_root,
+            runc: Box::new(seams::RuntimeCli {
+                path: runtime.clone(),
+            }),
+            runtime,
+            systemd,
+            tmpfiles: Box::new(seams::SystemdTmpfiles),
+            journal: Box::new(seams::Journalctl),
+            clock: Box::new(seams::SystemClock),
+        }
     }
 
     pub fn read_info(&self, name: &str, slot: u32) -> anyhow::Result<Info> {
-        let path = self.slot_dir(name, slot).join("info");
+        let path = layout::slot_info(&self.slot_dir(name, slot));
         let text =
             fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
@@ -275,10 +316,10 @@ impl Host {
         if !left.is_empty() {
             self.systemd
                 .kill(&unit, rustix::process::Signal::KILL.as_raw())?;
-            let deadline = std::time::Instant::now() + KILL_WAIT;
+            let deadline = self.clock.now() + KILL_WAIT;
             let mut now_left = left.clone();
-            while !now_left.is_empty() && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(50));
+            while !now_left.is_empty() && self.clock.now() < deadline {
+                self.clock.sleep(std::time::Duration::from_millis(50));
                 now_left = self.systemd.unit_processes(&unit)?;
             }
             if !now_left.is_empty() {
@@ -294,14 +335,8 @@ impl Host {
                 describe_processes(&left)
             ));
         }
-        let runtime_has = |args: &[&str]| {
-            Command::new(&self.runtime)
-                .args(args)
-                .output()
-                .is_ok_and(|o| o.status.success())
-        };
-        if runtime_has(&["state", name]) {
-            if runtime_has(&["delete", "--force", name]) {
+        if self.runc.has(name) {
+            if self.runc.delete_force(name) {
                 messages.push(format!(
                     "removed the runc container {name} that outlived {unit}"
                 ));
@@ -314,33 +349,12 @@ impl Host {
 
     /// Runs systemd-tmpfiles for one file, inside `--host-root`.
     fn run_tmpfiles(&self, action: &str, file: &Path) -> anyhow::Result<()> {
-        let mut cmd = Command::new("systemd-tmpfiles");
-        cmd.arg(action);
-        if self.host_root != Path::new("/") {
-            cmd.arg(format!("--root={}", self.host_root.display()));
-        }
-        cmd.arg(file);
-        let out = cmd
-            .output()
-            .with_context(|| format!("running systemd-tmpfiles {action} {}", file.display()))?;
-        if !out.status.success() {
-            bail!(
-                "systemd-tmpfiles {action} {} failed: {}",
-                file.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
+        self.tmpfiles.run(action, &self.host_root, file)
     }
 }
 
-/// How long processes left after a stop get to die of SIGKILL (unit tests
-/// of a process that never dies should not wait that long).
-const KILL_WAIT: std::time::Duration = if cfg!(test) {
-    std::time::Duration::from_millis(300)
-} else {
-    std::time::Duration::from_secs(10)
-};
+/// How long processes left after a stop get to die of SIGKILL.
+const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `pid command` of the first few processes, for messages.
 fn describe_processes(list: &[(u32, String)]) -> String {
@@ -413,7 +427,7 @@ pub fn install(host: &Host, store: &Store, opts: &InstallOptions) -> anyhow::Res
     // (before the pointer exists) or finished (after) by the next command.
     let slot = 0;
     let id = new_deployment_id();
-    undo.paths.push(update::transition_path(host, name));
+    undo.paths.push(host.transition_path(name));
     let journal = update::Transition {
         op: update::Op::Install,
         phase: update::Phase::Staging,
@@ -431,7 +445,7 @@ pub fn install(host: &Host, store: &Store, opts: &InstallOptions) -> anyhow::Res
     // A slot left by an install that crashed before the pointer existed is
     // garbage: nobody points at it.
     let slot_dir = host.slot_dir(name, slot);
-    let staging = staging_dir(host, name, slot);
+    let staging = host.staging_dir(name, slot);
     let cleared = fsops::remove_any(&staging).and_then(|_| fsops::remove_any(&slot_dir));
     if let Err(e) = cleared {
         undo.run();
@@ -474,17 +488,19 @@ pub fn install(host: &Host, store: &Store, opts: &InstallOptions) -> anyhow::Res
             .with_context(|| format!("renaming {} to {}", staging.display(), slot_dir.display()))?;
         fsops::sync_dir(&host.containers_dir())?;
         failpoint("install:after-rename");
-        publish(host, name, &slot_dir, &info, None)?;
-        failpoint("install:after-publish");
-        host.point_at(name, slot)?;
-        failpoint("install:after-pointer");
-        host.systemd.reload()?;
-        if info.has_container_service {
-            host.systemd.enable(&unit_name(name))?;
-        }
-        host.run_tmpfiles("--create", &host.tmpfiles_path(name))?;
+        switch::make_current(
+            host,
+            name,
+            slot,
+            &info,
+            None,
+            switch::Pointer::Swap {
+                after_publish: &|| failpoint("install:after-publish"),
+                after_swap: &|| failpoint("install:after-pointer"),
+            },
+        )?;
         failpoint("install:after-enable");
-        fsops::remove_any(&update::transition_path(host, name))?;
+        fsops::remove_any(&host.transition_path(name))?;
         fsops::sync_dir(&host.containers_dir())?;
         Ok(())
     };
@@ -604,10 +620,10 @@ fn write_deployment(
         0o644,
     )?;
     if let Some(unit) = &rendered.unit {
-        fsops::write_atomic(&dir.join(unit_name(name)), unit.as_bytes(), 0o644)?;
+        fsops::write_atomic(&layout::slot_unit(dir, name), unit.as_bytes(), 0o644)?;
     }
     fsops::write_atomic(
-        &dir.join("tmpfiles.conf"),
+        &layout::slot_tmpfiles(dir),
         rendered.tmpfiles.as_bytes(),
         0o644,
     )?;
@@ -629,7 +645,7 @@ fn write_deployment(
         };
         let (mode, dropped) = crate::permissions::host_file_mode(&f.dest, mode);
         warnings.extend(dropped);
-        fsops::write_atomic(&slot_host_file(dir, &f.dest), &data, mode)?;
+        fsops::write_atomic(&layout::slot_host_file(dir, &f.dest), &data, mode)?;
         installed.push(InstalledFile {
             path: f.dest.clone(),
             sha256: fsops::sha256_bytes(&data),
@@ -643,7 +659,7 @@ fn write_deployment(
         image_id: image.id.clone(),
         store_commit: image.commit.clone(),
         slot,
-        created: now_rfc3339(),
+        created: rfc3339(host.clock.unix_secs()),
         runtime: host.runtime.clone(),
         has_container_service: rendered.unit.is_some(),
         values: rendered.values.clone(),
@@ -656,15 +672,8 @@ fn write_deployment(
         probe,
     };
     let info_json = serde_json::to_string_pretty(&info)? + "\n";
-    fsops::write_atomic(&dir.join("info"), info_json.as_bytes(), 0o644)?;
+    fsops::write_atomic(&layout::slot_info(dir), info_json.as_bytes(), 0o644)?;
     Ok((info, warnings))
-}
-
-/// Where a slot keeps its rendered copy of the host file `dest`.
-fn slot_host_file(slot_dir: &Path, dest: &Path) -> PathBuf {
-    slot_dir
-        .join("hostfiles")
-        .join(dest.strip_prefix("/").unwrap_or(dest))
 }
 
 /// Makes the host match a slot: its unit, tmpfiles and host files. Host
@@ -680,19 +689,19 @@ fn publish(
 ) -> anyhow::Result<Vec<String>> {
     let mut messages = Vec::new();
     if info.has_container_service {
-        let unit = fs::read(slot_dir.join(unit_name(name)))?;
+        let unit = fs::read(layout::slot_unit(slot_dir, name))?;
         fsops::write_atomic(&host.unit_path(name), &unit, 0o644)?;
     } else {
         fsops::remove_any(&host.unit_path(name))?;
     }
-    let tmpfiles = fs::read(slot_dir.join("tmpfiles.conf"))?;
+    let tmpfiles = fs::read(layout::slot_tmpfiles(slot_dir))?;
     fsops::write_atomic(&host.tmpfiles_path(name), &tmpfiles, 0o644)?;
 
     let recorded =
         |path: &Path| previous.and_then(|p| p.installed_files.iter().find(|f| f.path == path));
     for f in &info.installed_files {
         let on_host = host.on_host(&f.path);
-        let source = slot_host_file(slot_dir, &f.path);
+        let source = layout::slot_host_file(slot_dir, &f.path);
         let data = fs::read(&source).with_context(|| format!("reading {}", source.display()))?;
         // A slot written before modes were checked may still carry them.
         let (mode, _) = crate::permissions::host_file_mode(&f.path, {
@@ -742,12 +751,10 @@ fn new_deployment_id() -> String {
     format!("{nanos:x}-{}", std::process::id())
 }
 
+/// Now, for records outside a deployment (a deployment's `created` comes
+/// from its host's clock).
 pub(crate) fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    rfc3339(secs)
+    rfc3339(seams::SystemClock.unix_secs())
 }
 
 /// Formats seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (UTC), with
@@ -884,7 +891,7 @@ fn remove_container(
     fsops::sync_dir(&host.containers_dir())?;
     failpoint("uninstall:after-pointer");
     for s in [0, 1] {
-        fsops::remove_any(&staging_dir(host, name, s))?;
+        fsops::remove_any(&host.staging_dir(name, s))?;
         let d = host.slot_dir(name, s);
         if d.exists() {
             fsops::remove_any(&d)?;
@@ -892,7 +899,7 @@ fn remove_container(
         }
     }
     failpoint("uninstall:after-slots");
-    fsops::remove_any(&update::transition_path(host, name))?;
+    fsops::remove_any(&host.transition_path(name))?;
     fsops::sync_dir(&host.containers_dir())?;
     Ok(())
 }
@@ -920,13 +927,9 @@ pub fn list(host: &Host) -> anyhow::Result<Vec<ContainerStatus>> {
             Err(e) => return Err(e),
         };
         let state = if !info.has_container_service {
-            "no service".to_string()
+            State::NoService
         } else {
-            match host.systemd.active_state(&unit_name(&name))? {
-                Some(s) if s == "active" => "running".into(),
-                Some(s) => s,
-                None => "unknown".into(),
-            }
+            State::of_unit(host.systemd.active_state(&unit_name(&name))?)
         };
         rows.push(ContainerStatus {
             name: name.clone(),

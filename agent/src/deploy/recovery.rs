@@ -6,8 +6,9 @@
 
 use std::path::Path;
 
+use super::layout::{self, Entry};
 use super::update::{self, Op, Transition};
-use super::{fsops, publish, remove_container, staging_dir, unit_name, Host, UninstallReport};
+use super::{fsops, remove_container, switch, Host, UninstallReport};
 
 /// Finishes or undoes the install or uninstall journaled in `t`. Returns
 /// the journal and what was done, for the user.
@@ -41,15 +42,10 @@ pub(super) fn recover_lifecycle(
 /// The pointer exists: the slot is complete and current; what may be
 /// missing is on the host (unit, tmpfiles, host files) and in systemd.
 fn finish_install(host: &Host, name: &str, t: &Transition) -> anyhow::Result<String> {
-    fsops::remove_any(&staging_dir(host, name, t.to))?;
+    fsops::remove_any(&host.staging_dir(name, t.to))?;
     let info = host.read_info(name, t.to)?;
-    publish(host, name, &host.slot_dir(name, t.to), &info, None)?;
-    host.systemd.reload()?;
-    if info.has_container_service {
-        host.systemd.enable(&unit_name(name))?;
-    }
-    host.run_tmpfiles("--create", &host.tmpfiles_path(name))?;
-    fsops::remove_any(&update::transition_path(host, name))?;
+    switch::make_current(host, name, t.to, &info, None, switch::Pointer::Kept)?;
+    fsops::remove_any(&host.transition_path(name))?;
     fsops::sync_dir(&host.containers_dir())?;
     Ok(format!(
         "finished the interrupted install of {name} ({})",
@@ -61,13 +57,13 @@ fn finish_install(host: &Host, name: &str, t: &Transition) -> anyhow::Result<Str
 /// but only files whose content is still the slot's own (the user may have
 /// put something there since).
 fn undo_install(host: &Host, name: &str, t: &Transition) -> anyhow::Result<String> {
-    fsops::remove_any(&staging_dir(host, name, t.to))?;
+    fsops::remove_any(&host.staging_dir(name, t.to))?;
     let slot_dir = host.slot_dir(name, t.to);
     let mut removed_slot = false;
     if let Ok(info) = host.read_info(name, t.to) {
         if info.id == t.new_id {
-            remove_if_same(&host.unit_path(name), &slot_dir.join(unit_name(name)))?;
-            remove_if_same(&host.tmpfiles_path(name), &slot_dir.join("tmpfiles.conf"))?;
+            remove_if_same(&host.unit_path(name), &layout::slot_unit(&slot_dir, name))?;
+            remove_if_same(&host.tmpfiles_path(name), &layout::slot_tmpfiles(&slot_dir))?;
             for f in &info.installed_files {
                 let on_host = host.on_host(&f.path);
                 if fsops::sha256_file(&on_host).is_ok_and(|sum| sum == f.sha256) {
@@ -79,7 +75,7 @@ fn undo_install(host: &Host, name: &str, t: &Transition) -> anyhow::Result<Strin
             removed_slot = true;
         }
     }
-    fsops::remove_any(&update::transition_path(host, name))?;
+    fsops::remove_any(&host.transition_path(name))?;
     fsops::sync_dir(&host.containers_dir())?;
     Ok(if removed_slot {
         format!("undid the interrupted install of {name}: it had not finished")
@@ -108,15 +104,10 @@ pub(super) fn journaled(host: &Host) -> anyhow::Result<Vec<String>> {
     };
     let mut names: Vec<String> = entries
         .flatten()
-        .filter_map(|e| {
-            let n = e.file_name().to_string_lossy().to_string();
-            Some(
-                n.strip_prefix('.')?
-                    .strip_suffix(".transition")?
-                    .to_string(),
-            )
+        .filter_map(|e| match layout::parse(&e.file_name().to_string_lossy()) {
+            Some(Entry::Transition { name }) => Some(name.to_string()),
+            _ => None,
         })
-        .filter(|n| !n.is_empty())
         .collect();
     names.sort();
     Ok(names)

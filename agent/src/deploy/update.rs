@@ -7,14 +7,13 @@
 //! only if it was running.
 
 use std::fs;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 
 use super::health::{self, UnitState};
 use super::{
-    check_installed_name, fsops, new_deployment_id, parse_sets, publish, unit_name,
+    check_installed_name, fsops, new_deployment_id, parse_sets, switch, unit_name,
     write_deployment, Host, Info,
 };
 use crate::failpoint::failpoint;
@@ -41,18 +40,33 @@ pub struct UpdateReport {
     pub image_after: String,
     pub id_after: String,
     pub slot: u32,
-    /// `updated`, `up to date`, `rolled back`
-    pub status: String,
+    pub status: UpdateStatus,
     pub messages: Vec<String>,
 }
 
-/// How long a restarted unit must stay active to count as healthy (shorter
-/// in unit tests, which drive the gate against a scripted systemd).
-const SETTLE: Duration = if cfg!(test) {
-    Duration::from_millis(300)
-} else {
-    Duration::from_secs(3)
-};
+/// What an update or rollback did, as reports show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum UpdateStatus {
+    #[serde(rename = "updated")]
+    Updated,
+    #[serde(rename = "up to date")]
+    UpToDate,
+    #[serde(rename = "rolled back")]
+    RolledBack,
+}
+
+impl std::fmt::Display for UpdateStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UpdateStatus::Updated => "updated",
+            UpdateStatus::UpToDate => "up to date",
+            UpdateStatus::RolledBack => "rolled back",
+        })
+    }
+}
+
+/// How long a restarted unit must stay active to count as healthy.
+const SETTLE: Duration = Duration::from_secs(3);
 
 /// How long a start outside the health gate (rollback, recovery) is followed.
 const START_WAIT: Duration = Duration::from_secs(90);
@@ -75,16 +89,17 @@ fn switch_to(
     if tmpfiles.exists() {
         host.run_tmpfiles("--remove", &tmpfiles)?;
     }
-    let messages = publish(host, name, &host.slot_dir(name, slot), info, Some(from))?;
-    failpoint("switch:after-publish");
-    host.point_at(name, slot)?;
-    failpoint("switch:after-swap");
-    host.systemd.reload()?;
-    if info.has_container_service {
-        host.systemd.enable(&unit_name(name))?;
-    }
-    host.run_tmpfiles("--create", &host.tmpfiles_path(name))?;
-    Ok(messages)
+    switch::make_current(
+        host,
+        name,
+        slot,
+        info,
+        Some(from),
+        switch::Pointer::Swap {
+            after_publish: &|| failpoint("switch:after-publish"),
+            after_swap: &|| failpoint("switch:after-swap"),
+        },
+    )
 }
 
 fn is_running(host: &Host, name: &str) -> anyhow::Result<bool> {
@@ -103,18 +118,8 @@ fn should_run_after_rollback(host: &Host, name: &str) -> anyhow::Result<bool> {
 }
 
 /// The unit's last log lines, for the error that explains a rollback.
-fn last_log_lines(name: &str) -> String {
-    Command::new("journalctl")
-        .args(["--no-pager", "-o", "cat", "-n", "8", "-u"])
-        .arg(unit_name(name))
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .collect::<Vec<_>>()
-                .join(" | ")
-        })
-        .unwrap_or_default()
+fn last_log_lines(host: &Host, name: &str) -> String {
+    host.journal.last_lines(&unit_name(name))
 }
 
 struct SystemdUnit<'a> {
@@ -156,7 +161,7 @@ fn start_failure(host: &Host, unit: &str, job: Option<JobResult>, waited: Durati
 /// health gate on the started unit.
 fn start_healthy(host: &Host, name: &str, info: &Info, timeout: Duration) -> Result<(), String> {
     let unit = unit_name(name);
-    let deadline = Instant::now() + timeout;
+    let deadline = host.clock.now() + timeout;
     host.systemd
         .reset_failed(&unit)
         .map_err(|e| e.to_string())?;
@@ -172,16 +177,13 @@ fn start_healthy(host: &Host, name: &str, info: &Info, timeout: Duration) -> Res
         host,
         unit: unit.clone(),
     };
-    let probe = info
-        .probe
-        .as_ref()
-        .map(|p| (p, host.runtime.as_str(), name));
+    let probe = info.probe.as_ref().map(|p| (p, host.runc.as_ref(), name));
     // The settle period is part of the gate even when the start used up
     // most of the user's timeout.
     let left = deadline
-        .saturating_duration_since(Instant::now())
+        .saturating_duration_since(host.clock.now())
         .max(SETTLE + Duration::from_secs(2));
-    health::wait_healthy(&unit, &state, probe, SETTLE, left)
+    health::wait_healthy(&unit, &state, probe, SETTLE, left, host.clock.as_ref())
 }
 
 /// Starts the unit outside the gate (rollback, recovery): follows the
@@ -237,22 +239,13 @@ pub(super) enum Phase {
 }
 
 pub(super) fn write_transition(host: &Host, name: &str, t: &Transition) -> anyhow::Result<()> {
-    fsops::write_atomic(&transition_path(host, name), &serde_json::to_vec(t)?, 0o644)?;
+    fsops::write_atomic(&host.transition_path(name), &serde_json::to_vec(t)?, 0o644)?;
     Ok(())
-}
-
-pub(crate) fn staging_dir(host: &Host, name: &str, slot: u32) -> std::path::PathBuf {
-    host.containers_dir()
-        .join(format!(".{name}.{slot}.staging"))
-}
-
-pub(super) fn transition_path(host: &Host, name: &str) -> std::path::PathBuf {
-    host.containers_dir().join(format!(".{name}.transition"))
 }
 
 /// The journal of an unfinished operation on `name`, if there is one.
 pub(super) fn read_transition(host: &Host, name: &str) -> anyhow::Result<Option<Transition>> {
-    let path = transition_path(host, name);
+    let path = host.transition_path(name);
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -274,14 +267,14 @@ pub(super) fn read_transition(host: &Host, name: &str) -> anyhow::Result<Option<
 /// current is discarded. Returns what was interrupted and a message, when
 /// there was something to do.
 pub(super) fn recover(host: &Host, name: &str) -> anyhow::Result<Option<(Transition, String)>> {
-    let path = transition_path(host, name);
+    let path = host.transition_path(name);
     let Some(t) = read_transition(host, name)? else {
         return Ok(None);
     };
     if matches!(t.op, Op::Install | Op::Uninstall) {
         return super::recovery::recover_lifecycle(host, name, t);
     }
-    fsops::remove_any(&staging_dir(host, name, t.to))?;
+    fsops::remove_any(&host.staging_dir(name, t.to))?;
     let Some(slot) = host.current_slot(name) else {
         fsops::remove_any(&path)?;
         return Ok(None);
@@ -303,18 +296,14 @@ pub(super) fn recover(host: &Host, name: &str) -> anyhow::Result<Option<(Transit
         return Ok(Some((t, message)));
     }
     let info = host.read_info(name, slot)?;
-    publish(
+    switch::make_current(
         host,
         name,
-        &host.slot_dir(name, slot),
+        slot,
         &info,
         other_info.as_ref(),
+        switch::Pointer::Kept,
     )?;
-    host.systemd.reload()?;
-    if info.has_container_service {
-        host.systemd.enable(&unit_name(name))?;
-    }
-    host.run_tmpfiles("--create", &host.tmpfiles_path(name))?;
     let mut start_problem = None;
     if t.was_running && info.has_container_service {
         start_problem = start_unit(host, name)?;
@@ -356,7 +345,7 @@ pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Resul
         image_after: image.name.to_string(),
         id_after: image.id.clone(),
         slot,
-        status: "up to date".into(),
+        status: UpdateStatus::UpToDate,
         messages: recovered.into_iter().map(|(_, m)| m).collect(),
     };
     if image.id == info.image_id && user_values == info.user_values {
@@ -366,7 +355,7 @@ pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Resul
     // A reused slot is rebuilt from scratch: nothing of an older image lingers.
     let new_slot = other(slot);
     let new_dir = host.slot_dir(name, new_slot);
-    let staging = staging_dir(host, name, new_slot);
+    let staging = host.staging_dir(name, new_slot);
     let was_running = info.has_container_service && is_running(host, name)?;
     let mut transition = Transition {
         op: Op::Update,
@@ -393,7 +382,7 @@ pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Resul
         Ok(r) => r,
         Err(e) => {
             let _ = fsops::remove_any(&staging);
-            let _ = fsops::remove_any(&transition_path(host, name));
+            let _ = fsops::remove_any(&host.transition_path(name));
             return Err(e.context(format!(
                 "updating {name}; the current deployment is unchanged"
             )));
@@ -417,17 +406,17 @@ pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Resul
         .messages
         .extend(switch_to(host, name, new_slot, &new_info, &info)?);
     report.slot = new_slot;
-    report.status = "updated".into();
+    report.status = UpdateStatus::Updated;
     if !(was_running && new_info.has_container_service) {
-        fsops::remove_any(&transition_path(host, name))?;
+        fsops::remove_any(&host.transition_path(name))?;
         return Ok(report);
     }
     let gate = start_healthy(host, name, &new_info, opts.timeout);
     failpoint("update:after-start");
     if let Err(why) = gate {
-        let log = last_log_lines(name);
+        let log = last_log_lines(host, name);
         if opts.no_rollback {
-            fsops::remove_any(&transition_path(host, name))?;
+            fsops::remove_any(&host.transition_path(name))?;
             bail!("{name}: the new deployment is not healthy: {why}; left in place (--no-rollback). Last log lines: {log}");
         }
         // The failed deployment must be gone before the old one starts again.
@@ -439,14 +428,14 @@ pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Resul
             Some(problem) => format!("; and the old deployment did not start again: {problem}"),
             None => String::new(),
         };
-        fsops::remove_any(&transition_path(host, name))?;
+        fsops::remove_any(&host.transition_path(name))?;
         bail!(
             "{name}: the new deployment ({}) is not healthy: {why}; rolled back to {} (slot {slot}){restarted}. Last log lines: {log}",
             new_info.image,
             info.image
         );
     }
-    fsops::remove_any(&transition_path(host, name))?;
+    fsops::remove_any(&host.transition_path(name))?;
     Ok(report)
 }
 
@@ -475,7 +464,7 @@ pub fn rollback(host: &Host, name: &str) -> anyhow::Result<UpdateReport> {
                 image_after: info.image,
                 id_after: info.image_id,
                 slot,
-                status: "rolled back".into(),
+                status: UpdateStatus::RolledBack,
                 messages: vec![message.clone()],
             });
         }
@@ -507,12 +496,12 @@ pub fn rollback(host: &Host, name: &str) -> anyhow::Result<UpdateReport> {
     if was_running && target_info.has_container_service {
         start_problem = start_unit(host, name)?;
     }
-    fsops::remove_any(&transition_path(host, name))?;
+    fsops::remove_any(&host.transition_path(name))?;
     if let Some(problem) = start_problem {
         bail!(
             "{name}: rolled back to {} (slot {target}), but {problem}. Last log lines: {}",
             target_info.image,
-            last_log_lines(name)
+            last_log_lines(host, name)
         );
     }
     Ok(UpdateReport {
@@ -522,7 +511,7 @@ pub fn rollback(host: &Host, name: &str) -> anyhow::Result<UpdateReport> {
         image_after: target_info.image,
         id_after: target_info.image_id,
         slot: target,
-        status: "rolled back".into(),
+        status: UpdateStatus::RolledBack,
         messages,
     })
 }
@@ -530,86 +519,11 @@ pub fn rollback(host: &Host, name: &str) -> anyhow::Result<UpdateReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::systemd::{StopOutcome, Systemd, SystemdError};
-    use std::cell::RefCell;
-    use std::collections::VecDeque;
+    use crate::deploy::fakes::Fake;
+    use std::path::Path;
 
-    /// A systemd that answers from a script and records what it was asked.
-    #[derive(Default)]
-    struct Scripted {
-        start: RefCell<VecDeque<Option<JobResult>>>,
-        states: RefCell<VecDeque<&'static str>>,
-        result: Option<&'static str>,
-        processes: RefCell<VecDeque<Vec<(u32, String)>>>,
-        killed_after: Option<Duration>,
-        calls: RefCell<Vec<String>>,
-    }
-
-    impl Scripted {
-        fn call(&self, what: &str) {
-            self.calls.borrow_mut().push(what.to_string());
-        }
-    }
-
-    impl Systemd for Scripted {
-        fn reload(&self) -> Result<(), SystemdError> {
-            Ok(())
-        }
-        fn enable(&self, _: &str) -> Result<(), SystemdError> {
-            Ok(())
-        }
-        fn disable(&self, _: &str) -> Result<(), SystemdError> {
-            Ok(())
-        }
-        fn start(&self, unit: &str, _: Duration) -> Result<Option<JobResult>, SystemdError> {
-            self.call(&format!("start {unit}"));
-            Ok(self
-                .start
-                .borrow_mut()
-                .pop_front()
-                .unwrap_or(Some(JobResult::Done)))
-        }
-        fn stop(&self, unit: &str) -> Result<StopOutcome, SystemdError> {
-            self.call(&format!("stop {unit}"));
-            Ok(StopOutcome {
-                job: JobResult::Done,
-                killed_after: self.killed_after,
-            })
-        }
-        fn unit_processes(&self, _: &str) -> Result<Vec<(u32, String)>, SystemdError> {
-            Ok(self.processes.borrow_mut().pop_front().unwrap_or_default())
-        }
-        fn kill(&self, unit: &str, signal: i32) -> Result<(), SystemdError> {
-            self.call(&format!("kill {unit} {signal}"));
-            Ok(())
-        }
-        fn service_result(&self, _: &str) -> Result<Option<String>, SystemdError> {
-            Ok(self.result.map(str::to_string))
-        }
-        fn reset_failed(&self, _: &str) -> Result<(), SystemdError> {
-            Ok(())
-        }
-        fn active_state(&self, _: &str) -> Result<Option<String>, SystemdError> {
-            let mut states = self.states.borrow_mut();
-            let s = if states.len() > 1 {
-                states.pop_front()
-            } else {
-                states.front().copied()
-            };
-            Ok(Some(s.unwrap_or("active").to_string()))
-        }
-    }
-
-    fn host(systemd: Scripted) -> Host {
-        Host {
-            state_dir: "/nonexistent".into(),
-            unit_dir: "/nonexistent".into(),
-            tmpfiles_dir: "/nonexistent".into(),
-            host_root: "/nonexistent".into(),
-            // `state` of a runtime that does not exist fails: no container.
-            runtime: "/nonexistent/runc".into(),
-            systemd: Box::new(systemd),
-        }
+    fn host(fake: &Fake) -> Host {
+        fake.host(Path::new("/nonexistent"))
     }
 
     fn info() -> Info {
@@ -623,12 +537,10 @@ mod tests {
 
     #[test]
     fn a_failed_start_job_fails_the_gate_with_the_services_reason() {
-        let h = host(Scripted {
-            start: RefCell::new([Some(JobResult::Failed)].into()),
-            result: Some("exit-code"),
-            ..Default::default()
-        });
-        let e = start_healthy(&h, "web", &info(), Duration::from_secs(5)).unwrap_err();
+        let fake = Fake::new();
+        fake.0.start.borrow_mut().push_back(Some(JobResult::Failed));
+        fake.0.result.set(Some("exit-code"));
+        let e = start_healthy(&host(&fake), "web", &info(), Duration::from_secs(5)).unwrap_err();
         assert_eq!(
             e,
             "web.service did not start (start job failed, service result \"exit-code\")"
@@ -637,53 +549,76 @@ mod tests {
 
     #[test]
     fn a_start_job_still_running_at_the_deadline_fails_the_gate() {
-        let h = host(Scripted {
-            start: RefCell::new([None].into()),
-            ..Default::default()
-        });
-        let e = start_healthy(&h, "web", &info(), Duration::from_secs(7)).unwrap_err();
+        let fake = Fake::new();
+        fake.0.start.borrow_mut().push_back(None);
+        let e = start_healthy(&host(&fake), "web", &info(), Duration::from_secs(7)).unwrap_err();
         assert!(e.contains("still starting after 7 s"), "{e}");
         assert!(e.contains("READY=1"), "{e}");
     }
 
     #[test]
     fn a_started_unit_that_stays_active_passes_the_gate() {
-        let h = host(Scripted::default());
-        start_healthy(&h, "web", &info(), Duration::from_secs(10)).unwrap();
+        let fake = Fake::new();
+        start_healthy(&host(&fake), "web", &info(), Duration::from_secs(10)).unwrap();
+        assert!(fake.0.slept.get() >= SETTLE, "{:?}", fake.0.slept.get());
     }
 
     #[test]
     fn a_started_unit_that_dies_during_the_settle_period_fails_the_gate() {
-        let h = host(Scripted {
-            states: RefCell::new(["active", "active", "activating"].into()),
-            ..Default::default()
-        });
-        let e = start_healthy(&h, "web", &info(), Duration::from_secs(10)).unwrap_err();
+        let fake = Fake::new();
+        fake.0
+            .states
+            .borrow_mut()
+            .extend(["active", "active", "activating"]);
+        let e = start_healthy(&host(&fake), "web", &info(), Duration::from_secs(10)).unwrap_err();
         assert!(e.contains("left the active state (activating)"), "{e}");
     }
 
     #[test]
     fn a_stop_reports_the_sigkill_and_kills_what_is_left() {
-        let h = host(Scripted {
-            killed_after: Some(Duration::from_secs(30)),
-            processes: RefCell::new([vec![(42, "/usr/bin/etcd".to_string())], vec![]].into()),
-            ..Default::default()
-        });
-        let messages = h.stop_container("web").unwrap();
+        let fake = Fake::new();
+        fake.0.killed_after.set(Some(Duration::from_secs(30)));
+        fake.0
+            .processes
+            .borrow_mut()
+            .extend([vec![(42, "/usr/bin/etcd".to_string())], vec![]]);
+        let messages = host(&fake).stop_container("web").unwrap();
         assert_eq!(messages.len(), 2, "{messages:?}");
         assert!(messages[0].contains("within 30 s"), "{messages:?}");
         assert!(messages[0].contains("SIGKILL"), "{messages:?}");
         assert!(messages[1].contains("42 /usr/bin/etcd"), "{messages:?}");
+        assert_eq!(
+            fake.take_calls(),
+            ["stop web.service", "kill web.service 9", "runc state web"]
+        );
     }
 
     #[test]
     fn a_process_that_survives_sigkill_stops_everything() {
+        let fake = Fake::new();
         let survivor = vec![(7, "stuck".to_string())];
-        let h = host(Scripted {
-            processes: RefCell::new(std::iter::repeat_n(survivor, 1000).collect()),
-            ..Default::default()
-        });
-        let e = h.stop_container("web").unwrap_err().to_string();
+        *fake.0.processes.borrow_mut() = std::iter::repeat_n(survivor, 1000).collect();
+        let e = host(&fake).stop_container("web").unwrap_err().to_string();
         assert!(e.contains("survive SIGKILL (7 stuck)"), "{e}");
+        assert!(fake.0.slept.get() >= Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_runc_container_that_outlives_its_unit_is_deleted() {
+        let fake = Fake::new();
+        fake.0.runc_has.set(true);
+        let messages = host(&fake).stop_container("web").unwrap();
+        assert_eq!(
+            messages,
+            ["removed the runc container web that outlived web.service"]
+        );
+        assert_eq!(
+            fake.take_calls(),
+            [
+                "stop web.service",
+                "runc state web",
+                "runc delete --force web"
+            ]
+        );
     }
 }

@@ -210,7 +210,7 @@ impl Node {
                     name,
                     id_before: r.id_before,
                     id_after: r.id_after,
-                    status: r.status,
+                    status: r.status.to_string(),
                 },
                 Err(e) => {
                     report.failed += 1;
@@ -274,7 +274,7 @@ impl Node {
         }
         let containers = deploy::list(&host)?
             .into_iter()
-            .filter(|r| all || r.state == "running" || r.state == "unknown")
+            .filter(|r| all || matches!(r.state, deploy::State::Running | deploy::State::Unknown))
             .collect();
         Ok(ListReport { containers, notes })
     }

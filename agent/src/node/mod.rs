@@ -32,7 +32,8 @@ pub use status::{ContainerReport, Deployed, StatusReport};
 pub use crate::builder::{Output as PackOutput, PackReport, PackSpec};
 pub use crate::declaration::{Problem as DeclarationProblem, DEFAULT_DIRS as DECLARATION_DIRS};
 pub use crate::deploy::{
-    ContainerStatus, ImageDetails, InstallReport, Policy, UninstallReport, UpdateReport,
+    ContainerStatus, ImageDetails, InstallReport, Policy, State as ContainerState, UninstallReport,
+    UpdateReport, UpdateStatus,
 };
 pub use crate::fsck::FsckReport;
 pub use crate::limits::Limits;
@@ -170,14 +171,14 @@ impl Node {
 
     /// A host description for operations that need no systemd.
     fn host_without_systemd(&self) -> Host {
-        Host {
-            state_dir: self.config.state_dir.clone(),
-            unit_dir: self.config.unit_dir.clone(),
-            tmpfiles_dir: self.config.tmpfiles_dir.clone(),
-            host_root: self.config.host_root.clone(),
-            runtime: runtime_path(&self.config.runtime),
-            systemd: Box::new(systemd::NoSystemd),
-        }
+        Host::new(
+            self.config.state_dir.clone(),
+            self.config.unit_dir.clone(),
+            self.config.tmpfiles_dir.clone(),
+            self.config.host_root.clone(),
+            runtime_path(&self.config.runtime),
+            Box::new(systemd::NoSystemd),
+        )
     }
 
     /// Pulls `source` into `store` with this node's progress.
