@@ -372,19 +372,35 @@ impl Systemd for DbusSystemd {
     }
 
     fn unit_processes(&self, unit: &str) -> Result<Vec<(u32, String)>> {
-        match self.manager().and_then(|m| m.get_unit_processes(unit)) {
-            Ok(list) => Ok(list.into_iter().map(|(_, pid, cmd)| (pid, cmd)).collect()),
-            // A unit that is not loaded has no processes.
-            Err(zbus::Error::MethodError(name, _, _))
-                if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
-            {
-                Ok(Vec::new())
+        // systemd reads the unit's cgroup tree; right after a stop, the
+        // container's child cgroup is being removed (runc delete in
+        // ExecStopPost), and reading a cgroup as the kernel tears it down
+        // fails with EIO. That cgroup is gone a moment later: ask again,
+        // a bounded number of times.
+        let mut eio_left = 20;
+        loop {
+            match self.manager().and_then(|m| m.get_unit_processes(unit)) {
+                Ok(list) => return Ok(list.into_iter().map(|(_, pid, cmd)| (pid, cmd)).collect()),
+                // A unit that is not loaded has no processes.
+                Err(zbus::Error::MethodError(name, _, _))
+                    if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
+                {
+                    return Ok(Vec::new())
+                }
+                Err(zbus::Error::MethodError(name, _, _))
+                    if name.as_str() == "org.freedesktop.DBus.Error.IOError" && eio_left > 0 =>
+                {
+                    eio_left -= 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(source) => {
+                    return Err(SystemdError::Call {
+                        action: "list processes of",
+                        unit: unit.into(),
+                        source: Box::new(source),
+                    })
+                }
             }
-            Err(source) => Err(SystemdError::Call {
-                action: "list processes of",
-                unit: unit.into(),
-                source: Box::new(source),
-            }),
         }
     }
 

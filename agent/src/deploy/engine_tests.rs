@@ -511,6 +511,22 @@ fn a_stopped_service_stays_stopped_through_update_and_rollback() {
 }
 
 #[test]
+fn an_error_while_stopping_for_an_update_leaves_the_old_one_running() {
+    let n = Node::installed(true);
+    n.fake.take_calls();
+    n.fake.0.processes_fail.set(true);
+    let e = format!("{:#}", n.update("bye").unwrap_err());
+    assert!(e.contains("updating web"), "{e}");
+    assert!(e.contains("Input/output error"), "{e}");
+    n.assert_on(0, "hello");
+    assert_eq!(n.state(), "active", "{e}");
+    assert!(!n.host.transition_path(NAME).exists(), "{e}");
+    // And the update goes through when asked again.
+    n.update("bye").unwrap();
+    n.assert_on(1, "bye");
+}
+
+#[test]
 fn rollback_of_a_failing_service_starts_the_old_one() {
     let n = Node::updated(true);
     n.fake.set_state("failed");

@@ -36,6 +36,9 @@ pub(crate) struct World {
     pub(crate) result: Cell<Option<&'static str>>,
     /// Processes left after a stop, one answer per question; none when empty.
     pub(crate) processes: RefCell<VecDeque<Vec<(u32, String)>>>,
+    /// The next question for the unit's processes fails (as systemd does
+    /// with EIO reading a cgroup the kernel tears down).
+    pub(crate) processes_fail: Cell<bool>,
     /// The stop job had to SIGKILL after this long.
     pub(crate) killed_after: Cell<Option<Duration>>,
     /// Probe (`runtime exec`) results, one per try; success when empty.
@@ -133,7 +136,14 @@ impl Systemd for Fake {
             killed_after: self.0.killed_after.get(),
         })
     }
-    fn unit_processes(&self, _: &str) -> Result<Vec<(u32, String)>, SystemdError> {
+    fn unit_processes(&self, unit: &str) -> Result<Vec<(u32, String)>, SystemdError> {
+        if self.0.processes_fail.take() {
+            return Err(SystemdError::Call {
+                action: "list processes of",
+                unit: unit.into(),
+                source: Box::new(zbus::Error::Failure("Input/output error".into())),
+            });
+        }
         Ok(self
             .0
             .processes

@@ -126,6 +126,47 @@ impl Host {
         self.tmpfiles_dir.join(format!("{name}.conf"))
     }
 
+    /// `STATE/applied/`: one record per container `socle apply` installed.
+    pub(crate) fn applied_dir(&self) -> PathBuf {
+        self.state_dir.join("applied")
+    }
+
+    /// The declaration `name` was last applied with.
+    pub(crate) fn applied_record(&self, name: &str) -> PathBuf {
+        self.applied_dir().join(format!("{name}.json"))
+    }
+
+    /// The names that have a record in `applied_dir`.
+    pub(crate) fn applied_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.applied_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .filter(|n| !n.starts_with('.'))
+                    .map(str::to_string)
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// `STATE/last/NAME.json`: the last operation that changed `name`.
+    pub(crate) fn last_operation(&self, name: &str) -> PathBuf {
+        self.state_dir.join("last").join(format!("{name}.json"))
+    }
+
+    /// The drop-in `socle apply` writes so that `name`'s unit starts after
+    /// the containers it needs.
+    pub(crate) fn order_drop_in(&self, name: &str) -> PathBuf {
+        self.unit_dir
+            .join(format!("{}.d", unit_name(name)))
+            .join("50-socle-after.conf")
+    }
+
     /// Makes `slot` the current deployment of `name`: the pointer becomes a
     /// relative link to it, by rename(2).
     pub(crate) fn point_at(&self, name: &str, slot: u32) -> std::io::Result<()> {

@@ -398,13 +398,31 @@ pub fn update(host: &Host, store: &Store, opts: &UpdateOptions) -> anyhow::Resul
     transition.phase = Phase::Switching;
     write_transition(host, name, &transition)?;
     failpoint("update:after-journal");
-    if was_running {
-        report.messages.extend(host.stop_container(name)?);
+    let switched = (|| {
+        let mut messages = Vec::new();
+        if was_running {
+            messages.extend(host.stop_container(name)?);
+        }
+        failpoint("update:after-stop");
+        messages.extend(switch_to(host, name, new_slot, &new_info, &info)?);
+        anyhow::Ok(messages)
+    })();
+    match switched {
+        Ok(messages) => report.messages.extend(messages),
+        // The journal says where the host was going: recovery finishes it
+        // now (the pointer decides which slot) and starts the service if it
+        // was running, so an error here never leaves it stopped.
+        Err(e) => {
+            let after = match recover(host, name) {
+                Ok(Some((_, message))) => format!("; {message}"),
+                Ok(None) => String::new(),
+                Err(r) => format!(
+                    "; and recovering failed too: {r:#} (`socle update {name}` again finishes it)"
+                ),
+            };
+            return Err(e.context(format!("updating {name}{after}")));
+        }
     }
-    failpoint("update:after-stop");
-    report
-        .messages
-        .extend(switch_to(host, name, new_slot, &new_info, &info)?);
     report.slot = new_slot;
     report.status = UpdateStatus::Updated;
     if !(was_running && new_info.has_container_service) {

@@ -6,7 +6,7 @@
 //! the declaration as applied) says which. A container installed by hand
 //! is never touched.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -164,34 +164,9 @@ impl Record {
     }
 }
 
-fn records_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("applied")
-}
-
-fn record_path(state_dir: &Path, name: &str) -> PathBuf {
-    records_dir(state_dir).join(format!("{name}.json"))
-}
-
-fn read_record(state_dir: &Path, name: &str) -> Option<Record> {
-    let text = std::fs::read_to_string(record_path(state_dir, name)).ok()?;
+fn read_record(host: &Host, name: &str) -> Option<Record> {
+    let text = std::fs::read_to_string(host.applied_record(name)).ok()?;
     serde_json::from_str(&text).ok()
-}
-
-pub(super) fn recorded_names(state_dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(records_dir(state_dir))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(|n| n.strip_suffix(".json"))
-                .filter(|n| !n.starts_with('.'))
-                .map(str::to_string)
-        })
-        .collect();
-    names.sort();
-    names
 }
 
 /// The name an image declared as `image` is stored under.
@@ -202,14 +177,6 @@ fn store_name(image: &str) -> anyhow::Result<ImageName> {
             "{image:?} is a local source: declare the image's name in `image` and the source in `seed`"
         ),
     }
-}
-
-/// The drop-in that makes a declared container's unit start after those
-/// it needs, at every boot.
-fn order_drop_in(unit_dir: &Path, name: &str) -> PathBuf {
-    unit_dir
-        .join(format!("{}.d", deploy::unit_name(name)))
-        .join("50-socle-after.conf")
 }
 
 fn order_text(d: &Declaration) -> String {
@@ -270,7 +237,6 @@ impl Node {
         req: &ApplyRequest,
         pull: &PullSettings,
     ) -> anyhow::Result<ApplyReport> {
-        let state_dir = &self.config.state_dir;
         let mut report = ApplyReport {
             dry_run: req.dry_run,
             steps: Vec::new(),
@@ -288,13 +254,14 @@ impl Node {
         // Containers apply created whose declaration is gone (or masked),
         // most dependent first. A declaration with a problem keeps its
         // container: a typo must not remove a running service.
-        let mut gone: Vec<String> = recorded_names(state_dir)
+        let mut gone: Vec<String> = host
+            .applied_names()
             .into_iter()
             .filter(|n| !named_by_a_file.contains(&n.as_str()))
             .collect();
         gone.reverse();
         for name in gone {
-            let image = read_record(state_dir, &name)
+            let image = read_record(host, &name)
                 .map(|r| r.image)
                 .unwrap_or_default();
             let outcome = if req.dry_run {
@@ -363,8 +330,7 @@ impl Node {
         req: &ApplyRequest,
         pull: &PullSettings,
     ) -> anyhow::Result<Step> {
-        let state_dir = &self.config.state_dir;
-        let record = read_record(state_dir, &d.name);
+        let record = read_record(host, &d.name);
         let is_installed = installed.contains(&d.name);
         if is_installed && record.is_none() {
             anyhow::bail!(
@@ -528,7 +494,7 @@ impl Node {
             }
             Action::Unchanged | Action::Uninstall => Vec::new(),
         };
-        let drop_in = order_drop_in(&host.unit_dir, &d.name);
+        let drop_in = host.order_drop_in(&d.name);
         let order_changed = if d.after.is_empty() {
             let existed = drop_in.exists();
             fsops::remove_any(&drop_in)?;
@@ -566,7 +532,7 @@ impl Node {
                 }
             }
         }
-        let record = record_path(&self.config.state_dir, &d.name);
+        let record = host.applied_record(&d.name);
         std::fs::create_dir_all(record.parent().expect("a record has a directory"))?;
         fsops::write_atomic(&record, &serde_json::to_vec_pretty(&Record::of(d))?, 0o600)?;
         Ok(warnings)
@@ -576,13 +542,13 @@ impl Node {
         if installed {
             deploy::uninstall(host, name)?;
         }
-        let drop_in = order_drop_in(&host.unit_dir, name);
+        let drop_in = host.order_drop_in(name);
         if drop_in.exists() {
             fsops::remove_any(&drop_in)?;
             let _ = std::fs::remove_dir(drop_in.parent().expect("a drop-in has a directory"));
             host.systemd.reload()?;
         }
-        fsops::remove_any(&record_path(&self.config.state_dir, name))?;
+        fsops::remove_any(&host.applied_record(name))?;
         Ok(())
     }
 }

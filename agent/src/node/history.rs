@@ -2,10 +2,8 @@
 //! `STATE/last/NAME.json`, written after an install, update, rollback,
 //! uninstall or apply step that changed the container's deployments.
 
-use std::path::{Path, PathBuf};
-
 use super::Node;
-use crate::deploy::fsops;
+use crate::deploy::{fsops, Host};
 
 /// The last operation on a container.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -17,10 +15,6 @@ pub struct LastOperation {
     pub message: String,
     /// RFC 3339, UTC.
     pub at: String,
-}
-
-fn path(state_dir: &Path, name: &str) -> PathBuf {
-    state_dir.join("last").join(format!("{name}.json"))
 }
 
 impl Node {
@@ -53,7 +47,7 @@ impl Node {
             },
             at: crate::deploy::now_rfc3339(),
         };
-        let file = path(&self.config.state_dir, name);
+        let file = self.host_without_systemd().last_operation(name);
         if let (Some(dir), Ok(json)) = (file.parent(), serde_json::to_vec(&last)) {
             let _ =
                 std::fs::create_dir_all(dir).and_then(|_| fsops::write_atomic(&file, &json, 0o600));
@@ -71,7 +65,7 @@ impl Node {
 }
 
 /// The last operation recorded for `name`.
-pub(super) fn last(state_dir: &Path, name: &str) -> Option<LastOperation> {
-    let text = std::fs::read_to_string(path(state_dir, name)).ok()?;
+pub(super) fn last(host: &Host, name: &str) -> Option<LastOperation> {
+    let text = std::fs::read_to_string(host.last_operation(name)).ok()?;
     serde_json::from_str(&text).ok()
 }

@@ -55,10 +55,7 @@ impl Node {
         let declared = declaration::read(dirs);
         let listed = deploy::list(&host)?;
         let deployments = host.deployments()?;
-        let state_dir = &self.config.state_dir;
-        let applied: BTreeSet<String> = super::apply::recorded_names(state_dir)
-            .into_iter()
-            .collect();
+        let applied: BTreeSet<String> = host.applied_names().into_iter().collect();
         let mut names: BTreeSet<String> = listed.iter().map(|c| c.name.clone()).collect();
         names.extend(declared.containers.iter().map(|d| d.name.clone()));
         names.extend(applied.iter().cloned());
@@ -83,7 +80,7 @@ impl Node {
                 current: slot(true),
                 rollback: slot(false),
                 state: listing.map_or("not installed".into(), |c| c.state.to_string()),
-                last: history::last(state_dir, &name),
+                last: history::last(&host, &name),
                 drift: Vec::new(),
             };
             row.drift = match declared.problems.iter().find(|p| p.name == name) {
