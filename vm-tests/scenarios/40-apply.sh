@@ -121,6 +121,16 @@ status_reports_it() {
     jq -e '.containers[] | select(.name == "web") | .last.ok == false and (.last.operation == "apply: update") and (.last.message | test("rolled back")) and .current.image == "hello:1"' <<<"$s" >/dev/null
 }
 check "socle status reports the failed update and the rollback" status_reports_it
+not_tried_again() {
+    local pid out rc=0
+    pid=$(in_node systemctl show -P MainPID web.service)
+    out=$(in_node socle apply --offline --json) || rc=$?
+    echo "$out"
+    ((rc == 1)) &&
+        jq -e '.steps[] | select(.name == "web") | .status == "failed" and (.reason | test("not tried again"))' <<<"$out" >/dev/null &&
+        [[ $(in_node systemctl show -P MainPID web.service) == "$pid" ]]
+}
+check "the same broken declaration is not tried again (web keeps running)" not_tried_again
 wait_until 30 "web still answers with hello 1" greets 18404 "Hello, web! (hello 1)"
 check "a good new image is declared" declare_in "$root" web "$(greeter web hello:2 hello-v2.tar 18404 base)"
 check "and applied" in_node socle apply --offline

@@ -136,6 +136,11 @@ impl Host {
         self.applied_dir().join(format!("{name}.json"))
     }
 
+    /// The update of `name` apply tried last and that failed.
+    pub(crate) fn applied_failure(&self, name: &str) -> PathBuf {
+        self.applied_dir().join(format!(".{name}.failed.json"))
+    }
+
     /// The names that have a record in `applied_dir`.
     pub(crate) fn applied_names(&self) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(self.applied_dir())

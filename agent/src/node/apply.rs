@@ -164,6 +164,28 @@ impl Record {
     }
 }
 
+/// An update apply tried and that failed: not tried again while the
+/// declaration and the image stay the same.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Attempt {
+    declaration: Record,
+    image_id: String,
+    reason: String,
+}
+
+impl Attempt {
+    fn same_as(&self, other: &Attempt) -> bool {
+        self.image_id == other.image_id
+            && serde_json::to_value(&self.declaration).ok()
+                == serde_json::to_value(&other.declaration).ok()
+    }
+}
+
+fn read_failure(host: &Host, name: &str) -> Option<Attempt> {
+    let text = std::fs::read_to_string(host.applied_failure(name)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
 fn read_record(host: &Host, name: &str) -> Option<Record> {
     let text = std::fs::read_to_string(host.applied_record(name)).ok()?;
     serde_json::from_str(&text).ok()
@@ -407,6 +429,24 @@ impl Node {
         }
         let image = image.expect("fetched when not a dry run");
         let action = step.action;
+        // An update that failed (rolled back) is not tried again for the
+        // same declaration and image: each try stops the service, and a
+        // path unit or a boot would try it again and again.
+        let attempt = Attempt {
+            declaration: Record::of(d),
+            image_id: image.id.clone(),
+            reason: String::new(),
+        };
+        let failed_before = read_failure(host, &d.name).filter(|f| f.same_as(&attempt));
+        if let (Action::Update, Some(f)) = (action, &failed_before) {
+            step.outcome = Outcome::Failed(format!(
+                "not tried again: this declaration with image {} failed before ({}); change the declaration, or run `socle update {}` to try it by hand",
+                crate::store::short_id(&image.id),
+                f.reason,
+                d.name
+            ));
+            return Ok(step);
+        }
         let carry_out = || self.carry_out(host, store, d, &image, action, req);
         let result = if action == Action::Unchanged {
             carry_out()
@@ -416,6 +456,22 @@ impl Node {
                 format!("{} {}", action.word(), image.name)
             })
         };
+        let failure = host.applied_failure(&d.name);
+        match &result {
+            Err(e) if action == Action::Update => {
+                let attempt = Attempt {
+                    reason: one_line(e),
+                    ..attempt
+                };
+                if let Ok(json) = serde_json::to_vec_pretty(&attempt) {
+                    let _ = fsops::write_atomic(&failure, &json, 0o600);
+                }
+            }
+            Ok(_) => {
+                let _ = fsops::remove_any(&failure);
+            }
+            Err(_) => {}
+        }
         step.outcome = match result {
             Ok(warnings) => {
                 step.warnings = warnings;
@@ -548,6 +604,7 @@ impl Node {
             let _ = std::fs::remove_dir(drop_in.parent().expect("a drop-in has a directory"));
             host.systemd.reload()?;
         }
+        fsops::remove_any(&host.applied_failure(name))?;
         fsops::remove_any(&host.applied_record(name))?;
         Ok(())
     }
