@@ -7,9 +7,10 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 use sha2::{Digest, Sha256};
 
+use crate::oci::{self, sha256_digest, Compression, Platform, ANNOTATION_REF_NAME};
 use crate::reference::{ImageName, ImageRef};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,38 +43,6 @@ pub enum ArchiveError {
 }
 
 type Result<T> = std::result::Result<T, ArchiveError>;
-
-/// How a layer blob is compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-impl Compression {
-    pub(crate) fn from_media_type(mt: &MediaType) -> Option<Compression> {
-        match mt.to_string().as_str() {
-            "application/vnd.oci.image.layer.v1.tar"
-            | "application/vnd.docker.image.rootfs.diff.tar" => Some(Compression::None),
-            "application/vnd.oci.image.layer.v1.tar+gzip"
-            | "application/vnd.docker.image.rootfs.diff.tar.gzip" => Some(Compression::Gzip),
-            "application/vnd.oci.image.layer.v1.tar+zstd" => Some(Compression::Zstd),
-            _ => None,
-        }
-    }
-
-    /// Sniffs the compression from a blob's first bytes (docker archives
-    /// carry no media types).
-    fn sniff(head: &[u8]) -> Compression {
-        match head {
-            [0x1f, 0x8b, ..] => Compression::Gzip,
-            [0x28, 0xb5, 0x2f, 0xfd, ..] => Compression::Zstd,
-            _ => Compression::None,
-        }
-    }
-}
 
 /// One layer to import: its blob digest (the store's key), the digest of its
 /// uncompressed tar (from the image config) and where its bytes are.
@@ -244,12 +213,7 @@ impl Blobs {
 
 /// How to let a bigger JSON document in, for the errors that refuse one.
 pub const JSON_LIMIT_HINT: &str = "json-size; raise it with --limit json-size=SIZE";
-const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
-
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
 
 /// Opens the image a local reference points at.
 /// JSON documents (index, manifests, configs) over `json_limit` bytes are
@@ -353,16 +317,6 @@ fn read_verified(
     Ok(bytes)
 }
 
-pub(crate) fn host_platform() -> (&'static str, &'static str) {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "powerpc64" => "ppc64le",
-        other => other,
-    };
-    ("linux", arch)
-}
-
 fn open_oci(
     source_ref: &str,
     blobs: Blobs,
@@ -445,25 +399,19 @@ fn open_oci(
 
     let mut desc = chosen.clone();
     // A nested index (multi-platform) resolves to the host's platform.
-    if is_index(desc.media_type()) {
+    if oci::is_index(desc.media_type().as_ref()) {
         let bytes = read_verified(source_ref, &blobs, "image index", &desc, json_limit)?;
         let nested: ImageIndex = parse_json(source_ref, "image index", &bytes)?;
-        let (os, arch) = host_platform();
-        desc = nested
-            .manifests()
-            .iter()
-            .find(|d| {
-                d.platform().as_ref().is_some_and(|p| {
-                    p.os().to_string() == os && p.architecture().to_string() == arch
-                })
-            })
+        let host = Platform::host();
+        desc = host
+            .choose(nested.manifests())
             .cloned()
             .ok_or_else(|| ArchiveError::Invalid {
                 source_ref: source_ref.into(),
-                message: format!("no manifest for platform {os}/{arch} in the image index"),
+                message: format!("no manifest for platform {host} in the image index"),
             })?;
     }
-    if !is_manifest(desc.media_type()) {
+    if !oci::is_manifest(desc.media_type().as_ref()) {
         return Err(ArchiveError::UnsupportedMediaType {
             source_ref: source_ref.into(),
             what: "the image manifest".into(),
@@ -518,16 +466,6 @@ fn open_oci(
         layers,
         blobs,
     })
-}
-
-fn is_index(mt: &MediaType) -> bool {
-    matches!(mt, MediaType::ImageIndex)
-        || mt.to_string() == "application/vnd.docker.distribution.manifest.list.v2+json"
-}
-
-fn is_manifest(mt: &MediaType) -> bool {
-    matches!(mt, MediaType::ImageManifest)
-        || mt.to_string() == "application/vnd.docker.distribution.manifest.v2+json"
 }
 
 /// One entry of a `docker save` manifest.json.
@@ -617,7 +555,7 @@ fn open_docker(source_ref: &str, blobs: Blobs, json_limit: u64) -> Result<LocalI
                     source,
                 }
             })?;
-            format!("sha256:{}", hex::encode(hasher.finalize()))
+            oci::digest_of(&hasher.finalize())
         };
         layers.push(Layer {
             digest,
@@ -649,21 +587,16 @@ fn open_docker(source_ref: &str, blobs: Blobs, json_limit: u64) -> Result<LocalI
 /// docker archives have no manifest; the image id is the digest of the OCI
 /// manifest skopeo would write for the same config and layers.
 fn synthesize_manifest(config_bytes: &[u8], layers: &[Layer]) -> Vec<u8> {
-    let layer_mt = |c: Compression| match c {
-        Compression::None => "application/vnd.oci.image.layer.v1.tar",
-        Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-        Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
-    };
     let manifest = serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "mediaType": oci::OCI_MANIFEST,
         "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "mediaType": oci::OCI_CONFIG,
             "digest": sha256_digest(config_bytes),
             "size": config_bytes.len(),
         },
         "layers": layers.iter().map(|l| serde_json::json!({
-            "mediaType": layer_mt(l.compression),
+            "mediaType": l.compression.layer_media_type(),
             "digest": l.digest,
             "size": l.size,
         })).collect::<Vec<_>>(),
@@ -674,16 +607,6 @@ fn synthesize_manifest(config_bytes: &[u8], layers: &[Layer]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sniffs_compression() {
-        assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8, 0]), Compression::Gzip);
-        assert_eq!(
-            Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]),
-            Compression::Zstd
-        );
-        assert_eq!(Compression::sniff(b"etc/"), Compression::None);
-    }
 
     const MIB: u64 = 1 << 20;
 

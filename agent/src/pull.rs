@@ -12,9 +12,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::archive::{self, Compression, LocalImage};
+use crate::archive::{self, LocalImage};
 use crate::failpoint::failpoint;
 use crate::limits::{ImageBudget, Limits, Value};
+use crate::oci::Compression;
 use crate::progress::{Progress, Quiet};
 use crate::reference::{ImageName, ImageRef};
 use crate::registry::{self, RemoteImage};

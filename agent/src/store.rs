@@ -27,8 +27,8 @@ use ostree::glib;
 use ostree::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::archive::Compression;
 use crate::limits::{self, ImageBudget, Limits};
+use crate::oci::{self, Compression};
 use crate::reference::ImageName;
 
 mod lifecycle;
@@ -162,7 +162,7 @@ fn cancel() -> Option<&'static gio::Cancellable> {
 
 /// The first 12 hex digits of a digest, as image ids are shown.
 pub fn short_id(digest: &str) -> &str {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    let hex = oci::digest_hex(digest);
     &hex[..hex.len().min(12)]
 }
 
@@ -197,10 +197,7 @@ pub fn decode_name(encoded: &str) -> Option<String> {
 }
 
 fn layer_ref(digest: &str) -> String {
-    format!(
-        "{REF_PREFIX}{}",
-        digest.strip_prefix("sha256:").unwrap_or(digest)
-    )
+    format!("{REF_PREFIX}{}", oci::digest_hex(digest))
 }
 
 fn image_ref(name: &ImageName) -> String {
@@ -208,8 +205,7 @@ fn image_ref(name: &ImageName) -> String {
 }
 
 fn is_layer_ref(r: &str) -> bool {
-    r.strip_prefix(REF_PREFIX)
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    r.strip_prefix(REF_PREFIX).is_some_and(oci::is_sha256_hex)
 }
 
 /// A reader that hashes what passes through it.
@@ -230,10 +226,7 @@ impl<R: Read> HashingReader<R> {
     /// Reads to the end (tar padding, compression trailers) and returns the digest.
     fn finish(mut self) -> io::Result<(String, u64)> {
         io::copy(&mut self, &mut io::sink())?;
-        Ok((
-            format!("sha256:{}", hex::encode(self.hasher.finalize())),
-            self.count,
-        ))
+        Ok((oci::digest_of(&self.hasher.finalize()), self.count))
     }
 }
 
@@ -1398,7 +1391,7 @@ mod tests {
     }
 
     fn digest(b: &[u8]) -> String {
-        crate::archive::sha256_digest(b)
+        oci::sha256_digest(b)
     }
 
     /// Two layers: `etc/a` and `etc/b`, then `etc/c` with a whiteout of `etc/a`.

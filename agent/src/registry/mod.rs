@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context;
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
-use crate::archive::{host_platform, sha256_digest, Compression};
+use crate::oci::{self, is_index, media_type_of, sha256_digest, Compression, Platform};
 use crate::reference::{DockerRef, ImageName};
 pub use auth::Credentials;
 pub use client::{BlobReader, Client, RegistryError};
@@ -134,28 +134,6 @@ pub fn resolve(r: &DockerRef, opts: &Options, json_limit: u64) -> anyhow::Result
     )
 }
 
-pub fn is_index(media_type: &str) -> bool {
-    media_type == "application/vnd.oci.image.index.v1+json"
-        || media_type == "application/vnd.docker.distribution.manifest.list.v2+json"
-}
-
-/// A manifest's media type: the header, else its own `mediaType`, else its
-/// shape (OCI allows omitting it).
-pub fn media_type_of(bytes: &[u8], header: Option<String>) -> String {
-    if let Some(h) = header.filter(|h| !h.is_empty()) {
-        return h;
-    }
-    let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
-    if let Some(mt) = v.get("mediaType").and_then(|m| m.as_str()) {
-        return mt.to_string();
-    }
-    if v.get("manifests").is_some() {
-        "application/vnd.oci.image.index.v1+json".into()
-    } else {
-        "application/vnd.oci.image.manifest.v1+json".into()
-    }
-}
-
 fn open(
     r: &DockerRef,
     ep: &Endpoint,
@@ -236,10 +214,8 @@ pub fn parse_manifest(
     bytes: &[u8],
 ) -> anyhow::Result<ImageManifest> {
     match media_type {
-        "application/vnd.oci.image.manifest.v1+json"
-        | "application/vnd.docker.distribution.manifest.v2+json" => {}
-        "application/vnd.docker.distribution.manifest.v1+json"
-        | "application/vnd.docker.distribution.manifest.v1+prettyjws" => anyhow::bail!(
+        oci::OCI_MANIFEST | oci::DOCKER_MANIFEST => {}
+        oci::DOCKER_SCHEMA1 | oci::DOCKER_SCHEMA1_SIGNED => anyhow::bail!(
             "{r} is a Docker schema 1 image, which socle does not read; push it again with a current tool (skopeo copy converts it)"
         ),
         other => anyhow::bail!("{r}: unsupported manifest media type {other:?}"),
@@ -260,11 +236,14 @@ pub fn image_layers(
     let config_digest = manifest.config().digest();
     let config: ImageConfiguration = serde_json::from_slice(config_bytes)
         .with_context(|| format!("{r}: config {config_digest} is not a valid image config"))?;
-    let (want_os, want_arch) = wanted_platform(platform)?;
+    let want = Platform::wanted(platform).map_err(anyhow::Error::msg)?;
     let (os, arch) = (config.os().to_string(), config.architecture().to_string());
     let note =
-        ((os.as_str(), arch.as_str()) != (want_os.as_str(), want_arch.as_str())).then(|| {
-            format!("{r} is built for {os}/{arch}, not {want_os}/{want_arch}; it may not run here")
+        ((os.as_str(), arch.as_str()) != (want.os.as_str(), want.arch.as_str())).then(|| {
+            format!(
+                "{r} is built for {os}/{arch}, not {}/{}; it may not run here",
+                want.os, want.arch
+            )
         });
     let diff_ids = config.rootfs().diff_ids();
     if diff_ids.len() != manifest.layers().len() {
@@ -297,60 +276,16 @@ pub fn image_layers(
     Ok((layers, note))
 }
 
-/// `os/arch[/variant]` from `--platform`, or the host's.
-fn wanted_platform(flag: Option<&str>) -> anyhow::Result<(String, String)> {
-    match flag {
-        None => {
-            let (os, arch) = host_platform();
-            Ok((os.into(), arch.into()))
-        }
-        Some(p) => {
-            let mut parts = p.split('/');
-            match (parts.next(), parts.next()) {
-                (Some(os), Some(arch)) if !os.is_empty() && !arch.is_empty() => {
-                    Ok((os.into(), arch.into()))
-                }
-                _ => {
-                    anyhow::bail!("--platform {p:?}: expected OS/ARCH[/VARIANT], e.g. linux/arm64")
-                }
-            }
-        }
-    }
-}
-
 /// The digest of the index entry for the wanted platform; an error lists
 /// what the index offers.
 fn choose_platform(index: &ImageIndex, flag: Option<&str>) -> anyhow::Result<String> {
-    let (os, arch) = wanted_platform(flag)?;
-    let variant = flag.and_then(|p| p.splitn(3, '/').nth(2));
-    let platforms: Vec<(String, &oci_spec::image::Descriptor)> = index
-        .manifests()
-        .iter()
-        .filter_map(|d| {
-            let p = d.platform().as_ref()?;
-            let mut s = format!("{}/{}", p.os(), p.architecture());
-            if let Some(v) = p.variant() {
-                s.push('/');
-                s.push_str(v);
-            }
-            Some((s, d))
-        })
-        .collect();
-    let fits = |s: &str| {
-        let mut it = s.splitn(3, '/');
-        let (o, a, v) = (it.next(), it.next(), it.next());
-        o == Some(os.as_str()) && a == Some(arch.as_str()) && (variant.is_none() || v == variant)
-    };
-    if let Some((_, d)) = platforms.iter().find(|(s, _)| fits(s)) {
+    let want = Platform::wanted(flag).map_err(anyhow::Error::msg)?;
+    if let Some(d) = want.choose(index.manifests()) {
         return Ok(d.digest().to_string());
     }
-    let wanted = match variant {
-        Some(v) => format!("{os}/{arch}/{v}"),
-        None => format!("{os}/{arch}"),
-    };
-    let available: Vec<&str> = platforms.iter().map(|(s, _)| s.as_str()).collect();
+    let available: Vec<String> = index.manifests().iter().filter_map(oci::describe).collect();
     anyhow::bail!(
-        "no manifest for platform {wanted} in the image index; available: {} (choose one with --platform)",
+        "no manifest for platform {want} in the image index; available: {} (choose one with --platform)",
         if available.is_empty() {
             "none named".to_string()
         } else {
