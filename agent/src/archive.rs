@@ -38,8 +38,22 @@ pub enum ArchiveError {
         what: String,
         media_type: String,
     },
+    /// Damaged or inconsistent: not a tar, not a layout, counts that disagree.
     #[error("{source_ref}: {message}")]
     Invalid { source_ref: String, message: String },
+    /// The reference asked for is not in the source.
+    #[error("{source_ref}: {what} is missing from the image")]
+    UnknownReference { source_ref: String, what: String },
+    /// A JSON document over the `json-size` limit.
+    #[error("{source_ref}: {message}")]
+    TooLarge { source_ref: String, message: String },
+    /// Something socle does not read: several images in one `docker save`
+    /// archive, no manifest for this host's platform.
+    #[error("{source_ref}: {message}")]
+    Unsupported { source_ref: String, message: String },
+    /// The reference does not say which image: name one.
+    #[error("{source_ref}: {message}")]
+    Ambiguous { source_ref: String, message: String },
 }
 
 type Result<T> = std::result::Result<T, ArchiveError>;
@@ -191,7 +205,7 @@ impl Blobs {
                 source,
             })?;
         if buf.len() as u64 > limit {
-            return Err(ArchiveError::Invalid {
+            return Err(ArchiveError::TooLarge {
                 source_ref: source_ref.into(),
                 message: format!(
                     "{what} is more than {limit} bytes, over the {} limit ({})",
@@ -221,7 +235,7 @@ const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
 pub fn open(image: &ImageRef, json_limit: u64) -> Result<LocalImage> {
     let source_ref = image.to_string();
     let Some(path) = image.path() else {
-        return Err(ArchiveError::Invalid {
+        return Err(ArchiveError::Ambiguous {
             source_ref,
             message: "not a local source".into(),
         });
@@ -294,7 +308,7 @@ fn read_verified(
             what: format!("{what} blob {digest}"),
         })?;
     if desc.size() > json_limit {
-        return Err(ArchiveError::Invalid {
+        return Err(ArchiveError::TooLarge {
             source_ref: source_ref.into(),
             message: format!(
                 "{what} {digest} is {} bytes, over the {} limit ({})",
@@ -347,7 +361,7 @@ fn open_oci(
             .find(|d| ref_name(d).as_deref() == Some(r))
             .ok_or_else(|| {
                 let known: Vec<String> = index.manifests().iter().filter_map(ref_name).collect();
-                ArchiveError::Missing {
+                ArchiveError::UnknownReference {
                     source_ref: source_ref.into(),
                     what: format!(
                         "reference {r:?} (the index names: {})",
@@ -369,7 +383,7 @@ fn open_oci(
             }
             many => {
                 let known: Vec<String> = many.iter().filter_map(ref_name).collect();
-                return Err(ArchiveError::Invalid {
+                return Err(ArchiveError::Ambiguous {
                     source_ref: source_ref.into(),
                     message: format!(
                         "the layout holds {} images; name one with :REF (known: {})",
@@ -403,13 +417,13 @@ fn open_oci(
         let bytes = read_verified(source_ref, &blobs, "image index", &desc, json_limit)?;
         let nested: ImageIndex = parse_json(source_ref, "image index", &bytes)?;
         let host = Platform::host();
-        desc = host
-            .choose(nested.manifests())
-            .cloned()
-            .ok_or_else(|| ArchiveError::Invalid {
-                source_ref: source_ref.into(),
-                message: format!("no manifest for platform {host} in the image index"),
-            })?;
+        desc =
+            host.choose(nested.manifests())
+                .cloned()
+                .ok_or_else(|| ArchiveError::Unsupported {
+                    source_ref: source_ref.into(),
+                    message: format!("no manifest for platform {host} in the image index"),
+                })?;
     }
     if !oci::is_manifest(desc.media_type().as_ref()) {
         return Err(ArchiveError::UnsupportedMediaType {
@@ -499,7 +513,7 @@ fn open_docker(source_ref: &str, blobs: Blobs, json_limit: u64) -> Result<LocalI
             })
         }
         _ => {
-            return Err(ArchiveError::Invalid {
+            return Err(ArchiveError::Unsupported {
                 source_ref: source_ref.into(),
                 message: "archives with several images are not supported".into(),
             })

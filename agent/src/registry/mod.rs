@@ -18,6 +18,24 @@ pub use auth::Credentials;
 pub use client::{BlobReader, Client, RegistryError};
 use config::{Endpoint, RegistriesConf};
 
+/// Why a registry image was refused, beyond what the client reports.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// A manifest or config that does not hash to its digest, or that
+    /// disagrees with itself.
+    #[error("{0}")]
+    Corrupt(String),
+    /// A manifest, platform or layer type socle does not read.
+    #[error("{0}")]
+    Unsupported(String),
+    /// No registry tried had the image; each attempt's error is kept.
+    #[error("{message}")]
+    Nowhere {
+        message: String,
+        attempts: Vec<anyhow::Error>,
+    },
+}
+
 /// How to reach registries, from the command line.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -128,10 +146,14 @@ pub fn resolve(r: &DockerRef, opts: &Options, json_limit: u64) -> anyhow::Result
         .iter()
         .map(|(w, e)| format!("{w}: {e:#}"))
         .collect();
-    anyhow::bail!(
-        "{r} was not found anywhere it was looked for: {}",
-        tried.join("; ")
-    )
+    Err(ResolveError::Nowhere {
+        message: format!(
+            "{r} was not found anywhere it was looked for: {}",
+            tried.join("; ")
+        ),
+        attempts: attempts.into_iter().map(|(_, e)| e).collect(),
+    }
+    .into())
 }
 
 fn open(
@@ -155,10 +177,11 @@ fn open(
     let mut notes = Vec::new();
     let mut digest = sha256_digest(&bytes);
     if reference.starts_with("sha256:") && digest != reference {
-        anyhow::bail!(
+        return Err(ResolveError::Corrupt(format!(
             "{r}: the manifest {} served hashes to {digest}, not the digest asked for",
             client.registry
-        );
+        ))
+        .into());
     }
     let mut media_type = media_type_of(&bytes, header);
     let mut manifest_bytes = bytes;
@@ -167,10 +190,11 @@ fn open(
         let (bytes, header) = client.manifest(&chosen)?;
         digest = sha256_digest(&bytes);
         if digest != chosen {
-            anyhow::bail!(
+            return Err(ResolveError::Corrupt(format!(
                 "{r}: the manifest {} served for {chosen} hashes to {digest}",
                 client.registry
-            );
+            ))
+            .into());
         }
         media_type = media_type_of(&bytes, header);
         manifest_bytes = bytes;
@@ -179,11 +203,12 @@ fn open(
     let config_digest = manifest.config().digest().to_string();
     let config_bytes = client.small_blob(&config_digest, &format!("config {config_digest}"))?;
     if sha256_digest(&config_bytes) != config_digest {
-        anyhow::bail!(
+        return Err(ResolveError::Corrupt(format!(
             "{r}: config {config_digest}: digest mismatch: {} served bytes that hash to {}",
             client.registry,
             sha256_digest(&config_bytes)
-        );
+        ))
+        .into());
     }
     let (layers, note) = image_layers(r, &manifest, &config_bytes, opts.platform.as_deref())?;
     notes.extend(note);
@@ -215,10 +240,18 @@ pub fn parse_manifest(
 ) -> anyhow::Result<ImageManifest> {
     match media_type {
         oci::OCI_MANIFEST | oci::DOCKER_MANIFEST => {}
-        oci::DOCKER_SCHEMA1 | oci::DOCKER_SCHEMA1_SIGNED => anyhow::bail!(
-            "{r} is a Docker schema 1 image, which socle does not read; push it again with a current tool (skopeo copy converts it)"
-        ),
-        other => anyhow::bail!("{r}: unsupported manifest media type {other:?}"),
+        oci::DOCKER_SCHEMA1 | oci::DOCKER_SCHEMA1_SIGNED => {
+            return Err(ResolveError::Unsupported(format!(
+                "{r} is a Docker schema 1 image, which socle does not read; push it again with a current tool (skopeo copy converts it)"
+            ))
+            .into())
+        }
+        other => {
+            return Err(ResolveError::Unsupported(format!(
+                "{r}: unsupported manifest media type {other:?}"
+            ))
+            .into())
+        }
     }
     serde_json::from_slice(bytes)
         .with_context(|| format!("{r}: the manifest is not a valid image manifest"))
@@ -247,23 +280,24 @@ pub fn image_layers(
         });
     let diff_ids = config.rootfs().diff_ids();
     if diff_ids.len() != manifest.layers().len() {
-        anyhow::bail!(
+        return Err(ResolveError::Corrupt(format!(
             "{r}: the manifest has {} layers but the config lists {} diff_ids",
             manifest.layers().len(),
             diff_ids.len()
-        );
+        ))
+        .into());
     }
     let layers = manifest
         .layers()
         .iter()
         .zip(diff_ids)
         .map(|(l, diff_id)| {
-            let compression = Compression::from_media_type(l.media_type()).with_context(|| {
-                format!(
+            let compression = Compression::from_media_type(l.media_type()).ok_or_else(|| {
+                ResolveError::Unsupported(format!(
                     "{r}: layer {} has media type {}, which socle cannot unpack",
                     l.digest(),
                     l.media_type()
-                )
+                ))
             })?;
             Ok(RemoteLayer {
                 digest: l.digest().to_string(),
@@ -284,14 +318,15 @@ fn choose_platform(index: &ImageIndex, flag: Option<&str>) -> anyhow::Result<Str
         return Ok(d.digest().to_string());
     }
     let available: Vec<String> = index.manifests().iter().filter_map(oci::describe).collect();
-    anyhow::bail!(
+    Err(ResolveError::Unsupported(format!(
         "no manifest for platform {want} in the image index; available: {} (choose one with --platform)",
         if available.is_empty() {
             "none named".to_string()
         } else {
             available.join(", ")
         }
-    )
+    ))
+    .into())
 }
 
 #[cfg(test)]
