@@ -70,19 +70,15 @@ starts_grew() {   # starts_grew [strict]
 
 # ---- images -----------------------------------------------------------------
 
-build() {   # build ARCHIVE OPTIONS...: one variant of images/hello
-    local archive=$1; shift
-    build_hello "$work/$archive" "$@"
-}
-check "image hello 1 builds" build hello-v1.tar --version 1
-check "image hello 2 builds" build hello-v2.tar --version 2
-check "image hello 3, greeter exits 1 at start, builds" build hello-v3-exit1.tar --version 3 \
+check "image hello 1 builds" build_hello "$work/hello-v1.tar" --version 1
+check "image hello 2 builds" build_hello "$work/hello-v2.tar" --version 2
+check "image hello 3, greeter exits 1 at start, builds" build_hello "$work/hello-v3-exit1.tar" --version 3 \
     --add-file "$fixtures/hello-greeter-exit1:/usr/bin/hello-greeter"
-check "image hello 3, Type=notify and no READY=1, builds" build hello-v3-noready.tar --version 3 \
+check "image hello 3, Type=notify and no READY=1, builds" build_hello "$work/hello-v3-noready.tar" --version 3 \
     --add-file "$fixtures/notify.service.template:/exports/service.template"
-check "image hello 3, probe that never passes, builds" build hello-v3-badprobe.tar --version 3 \
+check "image hello 3, probe that never passes, builds" build_hello "$work/hello-v3-badprobe.tar" --version 3 \
     --add-file "$fixtures/manifest-badprobe.json:/exports/manifest.json"
-check "image hello 3, variable without default, builds" build hello-v3-nodefault.tar --version 3 \
+check "image hello 3, variable without default, builds" build_hello "$work/hello-v3-nodefault.tar" --version 3 \
     --add-file "$fixtures/manifest-nodefault.json:/exports/manifest.json" \
     --add-file "$fixtures/hello-nodefault.conf:/exports/hostfs/etc/hello/hello.conf"
 
