@@ -64,8 +64,14 @@ build_image() {
 # same_digest A B: builds A and B (build_image NAMEs) have one digest.
 same_digest() { cat "$work/$1.digest" "$work/$2.digest"; cmp -s "$work/$1.digest" "$work/$2.digest"; }
 
-# greets PORT TEXT: the greeter on PORT answers TEXT (2 s at most).
-greets() { [[ $(in_node curl -fsS --max-time 2 "http://127.0.0.1:$1/" 2>/dev/null) == "$2" ]]; }
+# greets PORT TEXT: the greeter on PORT answers TEXT (2 s at most); says
+# what it got, for a check that fails.
+greets() {
+    local got
+    got=$(in_node curl -fsS --max-time 2 "http://127.0.0.1:$1/" 2>/dev/null) || true
+    echo "port $1 says: $got"
+    [[ $got == "$2" ]]
+}
 
 # poll_greets SECS PORT TEXT: polls every 0.1 s (finer than wait_until)
 # until PORT greets with TEXT, for at most SECS; sets answered_at.
@@ -74,7 +80,7 @@ poll_greets() {
     local secs=$1 port=$2 text=$3 deadline
     deadline=$(($(date +%s) + secs))
     while (($(date +%s) < deadline)); do
-        if greets "$port" "$text"; then
+        if greets "$port" "$text" >/dev/null; then
             answered_at=$(now)
             return 0
         fi
