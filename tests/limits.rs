@@ -484,6 +484,23 @@ fn image_names(s: &Socle) -> Vec<String> {
 }
 
 #[test]
+fn a_full_disk_during_a_pull_says_which_file_system_and_what_to_do() {
+    let s = Socle::new();
+    let _disk = SmallDisk::mount(&s, "8m");
+    let (reference, _) = image(&s, "huge", vec![layer(vec![random("r", 12 * MIB)])]);
+    let err = s.fails(&["pull", &reference]);
+    let store = s.state().join("repo");
+    assert_names(
+        &err,
+        &[
+            &format!("the file system of the store ({}) is full", store.display()),
+            "`socle images prune`",
+            "No space left on device",
+        ],
+    );
+}
+
+#[test]
 fn a_full_disk_refuses_the_pull_and_the_install_and_leaves_the_store_whole() {
     let s = Socle::new();
     let disk = SmallDisk::mount(&s, "8m");

@@ -7,9 +7,10 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 use sha2::{Digest, Sha256};
 
+use crate::oci::{self, sha256_digest, Compression, Platform, ANNOTATION_REF_NAME};
 use crate::reference::{ImageName, ImageRef};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,43 +38,25 @@ pub enum ArchiveError {
         what: String,
         media_type: String,
     },
+    /// Damaged or inconsistent: not a tar, not a layout, counts that disagree.
     #[error("{source_ref}: {message}")]
     Invalid { source_ref: String, message: String },
+    /// The reference asked for is not in the source.
+    #[error("{source_ref}: {what} is missing from the image")]
+    UnknownReference { source_ref: String, what: String },
+    /// A JSON document over the `json-size` limit.
+    #[error("{source_ref}: {message}")]
+    TooLarge { source_ref: String, message: String },
+    /// Something socle does not read: several images in one `docker save`
+    /// archive, no manifest for this host's platform.
+    #[error("{source_ref}: {message}")]
+    Unsupported { source_ref: String, message: String },
+    /// The reference does not say which image: name one.
+    #[error("{source_ref}: {message}")]
+    Ambiguous { source_ref: String, message: String },
 }
 
 type Result<T> = std::result::Result<T, ArchiveError>;
-
-/// How a layer blob is compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-impl Compression {
-    pub(crate) fn from_media_type(mt: &MediaType) -> Option<Compression> {
-        match mt.to_string().as_str() {
-            "application/vnd.oci.image.layer.v1.tar"
-            | "application/vnd.docker.image.rootfs.diff.tar" => Some(Compression::None),
-            "application/vnd.oci.image.layer.v1.tar+gzip"
-            | "application/vnd.docker.image.rootfs.diff.tar.gzip" => Some(Compression::Gzip),
-            "application/vnd.oci.image.layer.v1.tar+zstd" => Some(Compression::Zstd),
-            _ => None,
-        }
-    }
-
-    /// Sniffs the compression from a blob's first bytes (docker archives
-    /// carry no media types).
-    fn sniff(head: &[u8]) -> Compression {
-        match head {
-            [0x1f, 0x8b, ..] => Compression::Gzip,
-            [0x28, 0xb5, 0x2f, 0xfd, ..] => Compression::Zstd,
-            _ => Compression::None,
-        }
-    }
-}
 
 /// One layer to import: its blob digest (the store's key), the digest of its
 /// uncompressed tar (from the image config) and where its bytes are.
@@ -222,7 +205,7 @@ impl Blobs {
                 source,
             })?;
         if buf.len() as u64 > limit {
-            return Err(ArchiveError::Invalid {
+            return Err(ArchiveError::TooLarge {
                 source_ref: source_ref.into(),
                 message: format!(
                     "{what} is more than {limit} bytes, over the {} limit ({})",
@@ -244,12 +227,7 @@ impl Blobs {
 
 /// How to let a bigger JSON document in, for the errors that refuse one.
 pub const JSON_LIMIT_HINT: &str = "json-size; raise it with --limit json-size=SIZE";
-const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
-
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
 
 /// Opens the image a local reference points at.
 /// JSON documents (index, manifests, configs) over `json_limit` bytes are
@@ -257,7 +235,7 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 pub fn open(image: &ImageRef, json_limit: u64) -> Result<LocalImage> {
     let source_ref = image.to_string();
     let Some(path) = image.path() else {
-        return Err(ArchiveError::Invalid {
+        return Err(ArchiveError::Ambiguous {
             source_ref,
             message: "not a local source".into(),
         });
@@ -330,7 +308,7 @@ fn read_verified(
             what: format!("{what} blob {digest}"),
         })?;
     if desc.size() > json_limit {
-        return Err(ArchiveError::Invalid {
+        return Err(ArchiveError::TooLarge {
             source_ref: source_ref.into(),
             message: format!(
                 "{what} {digest} is {} bytes, over the {} limit ({})",
@@ -351,16 +329,6 @@ fn read_verified(
         });
     }
     Ok(bytes)
-}
-
-pub(crate) fn host_platform() -> (&'static str, &'static str) {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "powerpc64" => "ppc64le",
-        other => other,
-    };
-    ("linux", arch)
 }
 
 fn open_oci(
@@ -393,7 +361,7 @@ fn open_oci(
             .find(|d| ref_name(d).as_deref() == Some(r))
             .ok_or_else(|| {
                 let known: Vec<String> = index.manifests().iter().filter_map(ref_name).collect();
-                ArchiveError::Missing {
+                ArchiveError::UnknownReference {
                     source_ref: source_ref.into(),
                     what: format!(
                         "reference {r:?} (the index names: {})",
@@ -415,7 +383,7 @@ fn open_oci(
             }
             many => {
                 let known: Vec<String> = many.iter().filter_map(ref_name).collect();
-                return Err(ArchiveError::Invalid {
+                return Err(ArchiveError::Ambiguous {
                     source_ref: source_ref.into(),
                     message: format!(
                         "the layout holds {} images; name one with :REF (known: {})",
@@ -445,25 +413,19 @@ fn open_oci(
 
     let mut desc = chosen.clone();
     // A nested index (multi-platform) resolves to the host's platform.
-    if is_index(desc.media_type()) {
+    if oci::is_index(desc.media_type().as_ref()) {
         let bytes = read_verified(source_ref, &blobs, "image index", &desc, json_limit)?;
         let nested: ImageIndex = parse_json(source_ref, "image index", &bytes)?;
-        let (os, arch) = host_platform();
-        desc = nested
-            .manifests()
-            .iter()
-            .find(|d| {
-                d.platform().as_ref().is_some_and(|p| {
-                    p.os().to_string() == os && p.architecture().to_string() == arch
-                })
-            })
-            .cloned()
-            .ok_or_else(|| ArchiveError::Invalid {
-                source_ref: source_ref.into(),
-                message: format!("no manifest for platform {os}/{arch} in the image index"),
-            })?;
+        let host = Platform::host();
+        desc =
+            host.choose(nested.manifests())
+                .cloned()
+                .ok_or_else(|| ArchiveError::Unsupported {
+                    source_ref: source_ref.into(),
+                    message: format!("no manifest for platform {host} in the image index"),
+                })?;
     }
-    if !is_manifest(desc.media_type()) {
+    if !oci::is_manifest(desc.media_type().as_ref()) {
         return Err(ArchiveError::UnsupportedMediaType {
             source_ref: source_ref.into(),
             what: "the image manifest".into(),
@@ -520,16 +482,6 @@ fn open_oci(
     })
 }
 
-fn is_index(mt: &MediaType) -> bool {
-    matches!(mt, MediaType::ImageIndex)
-        || mt.to_string() == "application/vnd.docker.distribution.manifest.list.v2+json"
-}
-
-fn is_manifest(mt: &MediaType) -> bool {
-    matches!(mt, MediaType::ImageManifest)
-        || mt.to_string() == "application/vnd.docker.distribution.manifest.v2+json"
-}
-
 /// One entry of a `docker save` manifest.json.
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -561,7 +513,7 @@ fn open_docker(source_ref: &str, blobs: Blobs, json_limit: u64) -> Result<LocalI
             })
         }
         _ => {
-            return Err(ArchiveError::Invalid {
+            return Err(ArchiveError::Unsupported {
                 source_ref: source_ref.into(),
                 message: "archives with several images are not supported".into(),
             })
@@ -617,7 +569,7 @@ fn open_docker(source_ref: &str, blobs: Blobs, json_limit: u64) -> Result<LocalI
                     source,
                 }
             })?;
-            format!("sha256:{}", hex::encode(hasher.finalize()))
+            oci::digest_of(&hasher.finalize())
         };
         layers.push(Layer {
             digest,
@@ -649,21 +601,16 @@ fn open_docker(source_ref: &str, blobs: Blobs, json_limit: u64) -> Result<LocalI
 /// docker archives have no manifest; the image id is the digest of the OCI
 /// manifest skopeo would write for the same config and layers.
 fn synthesize_manifest(config_bytes: &[u8], layers: &[Layer]) -> Vec<u8> {
-    let layer_mt = |c: Compression| match c {
-        Compression::None => "application/vnd.oci.image.layer.v1.tar",
-        Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-        Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
-    };
     let manifest = serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "mediaType": oci::OCI_MANIFEST,
         "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "mediaType": oci::OCI_CONFIG,
             "digest": sha256_digest(config_bytes),
             "size": config_bytes.len(),
         },
         "layers": layers.iter().map(|l| serde_json::json!({
-            "mediaType": layer_mt(l.compression),
+            "mediaType": l.compression.layer_media_type(),
             "digest": l.digest,
             "size": l.size,
         })).collect::<Vec<_>>(),
@@ -674,16 +621,6 @@ fn synthesize_manifest(config_bytes: &[u8], layers: &[Layer]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sniffs_compression() {
-        assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8, 0]), Compression::Gzip);
-        assert_eq!(
-            Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]),
-            Compression::Zstd
-        );
-        assert_eq!(Compression::sniff(b"etc/"), Compression::None);
-    }
 
     const MIB: u64 = 1 << 20;
 

@@ -18,7 +18,7 @@ use anyhow::{bail, Context};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::archive::host_platform;
+use crate::oci::{self, Platform};
 
 /// What to pack.
 #[derive(Debug, Clone, Default)]
@@ -76,7 +76,7 @@ impl<W: Write> HashWriter<W> {
         }
     }
     fn digest(&self) -> String {
-        format!("sha256:{}", hex::encode(self.hasher.clone().finalize()))
+        oci::digest_of(&self.hasher.clone().finalize())
     }
 }
 
@@ -204,11 +204,11 @@ fn pack_layer(dir: &Path, blobs: &Path, epoch: i64) -> anyhow::Result<PackedLaye
 }
 
 fn blob_path(blobs: &Path, digest: &str) -> PathBuf {
-    blobs.join(digest.trim_start_matches("sha256:"))
+    blobs.join(oci::digest_hex(digest))
 }
 
 fn write_blob(blobs: &Path, bytes: &[u8]) -> anyhow::Result<(String, u64)> {
-    let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+    let digest = oci::sha256_digest(bytes);
     let path = blob_path(blobs, &digest);
     fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
     Ok((digest, bytes.len() as u64))
@@ -277,11 +277,11 @@ pub fn pack(spec: &PackSpec, output: &Output) -> anyhow::Result<PackReport> {
         );
     }
     let created = rfc3339(spec.epoch);
-    let (os, arch) = host_platform();
+    let host = Platform::host();
     let mut config = json!({
         "created": created,
-        "architecture": arch,
-        "os": os,
+        "architecture": host.arch,
+        "os": host.os,
         "config": {},
         "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| &l.diff_id).collect::<Vec<_>>()},
         // Never the directory's name: builds from two temporary
@@ -318,14 +318,14 @@ pub fn pack(spec: &PackSpec, output: &Output) -> anyhow::Result<PackReport> {
     let (config_digest, config_size) = write_blob(&blobs, &serde_json::to_vec(&config)?)?;
     let manifest = json!({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "mediaType": oci::OCI_MANIFEST,
         "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "mediaType": oci::OCI_CONFIG,
             "digest": config_digest,
             "size": config_size,
         },
         "layers": layers.iter().map(|l| json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "mediaType": oci::Compression::Gzip.layer_media_type(),
             "digest": l.digest,
             "size": l.size,
         })).collect::<Vec<_>>(),
@@ -343,15 +343,16 @@ pub fn pack(spec: &PackSpec, output: &Output) -> anyhow::Result<PackReport> {
         Err(_) => Vec::new(),
     };
     entries.retain(|e| {
-        e.pointer("/annotations/org.opencontainers.image.ref.name")
+        e.get("annotations")
+            .and_then(|a| a.get(oci::ANNOTATION_REF_NAME))
             .and_then(|r| r.as_str())
             != Some(reference.as_str())
     });
     entries.push(json!({
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "mediaType": oci::OCI_MANIFEST,
         "digest": manifest_digest,
         "size": manifest_size,
-        "annotations": {"org.opencontainers.image.ref.name": reference},
+        "annotations": {(oci::ANNOTATION_REF_NAME): reference},
     }));
     let index = json!({"schemaVersion": 2, "manifests": entries});
     fs::write(&index_path, serde_json::to_vec(&index)?)

@@ -5,19 +5,21 @@
 //! pull leaves finished layers for the next one and no half image.
 
 use std::collections::BTreeSet;
-use std::io::Read;
+use std::fmt;
+use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::archive::{self, Compression, LocalImage};
+use crate::archive::{self, ArchiveError, LocalImage};
 use crate::failpoint::failpoint;
-use crate::limits::{ImageBudget, Limits, Value};
+use crate::limits::{Exceeded, ImageBudget, Limits, Value};
+use crate::oci::Compression;
 use crate::progress::{Progress, Quiet};
 use crate::reference::{ImageName, ImageRef};
-use crate::registry::{self, RemoteImage};
+use crate::registry::{self, RegistryError, RemoteImage, ResolveError};
 use crate::store::{LayerSource, Store, StoreError, StoredImage};
 
 #[derive(Debug, serde::Serialize)]
@@ -121,22 +123,159 @@ impl<R: Read> Read for Counted<'_, R> {
     }
 }
 
+/// What kind of failure stopped a pull, for fronts that act on it (an exit
+/// status, a D-Bus error name) rather than only print it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullErrorKind {
+    /// The image, tag, manifest or local source is not there.
+    NotFound,
+    /// The registry wants credentials, or refused the ones it got.
+    Unauthorized,
+    /// The registry could not be reached, or failed on its side.
+    Network,
+    /// The image is over a limit, named as `--limit` names it.
+    Limit(&'static str),
+    /// The store's file system is full.
+    DiskFull,
+    /// Bytes that do not match their digest, a damaged archive, manifest or
+    /// layer, a layer socle refuses to apply.
+    Corrupt,
+    /// A media type, manifest schema or platform socle does not read.
+    Unsupported,
+    Other,
+}
+
+/// A failed pull: its kind, and the error as socle words it. It prints, and
+/// its chain of causes reads, exactly as the error it wraps.
+#[derive(Debug)]
+pub struct PullError {
+    kind: PullErrorKind,
+    error: anyhow::Error,
+}
+
+impl PullError {
+    pub fn kind(&self) -> PullErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for PullError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if f.alternate() {
+            write!(f, "{:#}", self.error)
+        } else {
+            write!(f, "{}", self.error)
+        }
+    }
+}
+
+impl std::error::Error for PullError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+
+/// The kind of the outermost cause in `e`'s chain that has one.
+fn kind_of(e: &anyhow::Error) -> PullErrorKind {
+    e.chain()
+        .find_map(cause_kind)
+        .unwrap_or(PullErrorKind::Other)
+}
+
+fn cause_kind(cause: &(dyn std::error::Error + 'static)) -> Option<PullErrorKind> {
+    use PullErrorKind::*;
+    if let Some(e) = cause.downcast_ref::<StoreError>() {
+        return Some(match e {
+            StoreError::NoSpace(_) => DiskFull,
+            StoreError::OverLimit { exceeded, .. } => Limit(exceeded.name),
+            StoreError::DigestMismatch { .. } | StoreError::Refused { .. } => Corrupt,
+            StoreError::NoSuchImage(_) => NotFound,
+            _ => Other,
+        });
+    }
+    if let Some(e) = cause.downcast_ref::<Exceeded>() {
+        return Some(Limit(e.name));
+    }
+    if let Some(e) = cause.downcast_ref::<RegistryError>() {
+        return Some(match e {
+            RegistryError::NotFound { .. } => NotFound,
+            RegistryError::AuthRequired { .. }
+            | RegistryError::BadCredentials { .. }
+            | RegistryError::Denied { .. } => Unauthorized,
+            RegistryError::Connect { .. } => Network,
+            RegistryError::Http { status, .. } if *status >= 500 => Network,
+            RegistryError::Http { .. } => Other,
+            RegistryError::TooLarge { .. } => Limit(JSON_SIZE),
+        });
+    }
+    if let Some(e) = cause.downcast_ref::<ResolveError>() {
+        return Some(match e {
+            ResolveError::Corrupt(_) => Corrupt,
+            ResolveError::Unsupported(_) => Unsupported,
+            // Every registry tried failing the same way is that failure.
+            ResolveError::Nowhere { attempts, .. } => {
+                let mut kinds = attempts.iter().map(kind_of);
+                let first = kinds.next().unwrap_or(Other);
+                if kinds.all(|k| k == first) {
+                    first
+                } else {
+                    Other
+                }
+            }
+        });
+    }
+    if let Some(e) = cause.downcast_ref::<ArchiveError>() {
+        return Some(match e {
+            ArchiveError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => NotFound,
+            ArchiveError::Io { .. } | ArchiveError::Ambiguous { .. } => Other,
+            ArchiveError::UnknownReference { .. } => NotFound,
+            ArchiveError::TooLarge { .. } => Limit(JSON_SIZE),
+            ArchiveError::Unsupported { .. } | ArchiveError::UnsupportedMediaType { .. } => {
+                Unsupported
+            }
+            ArchiveError::Missing { .. }
+            | ArchiveError::BadJson { .. }
+            | ArchiveError::DigestMismatch { .. }
+            | ArchiveError::Invalid { .. } => Corrupt,
+        });
+    }
+    if cause.downcast_ref::<serde_json::Error>().is_some() {
+        return Some(Corrupt);
+    }
+    let enospc = rustix::io::Errno::NOSPC.raw_os_error();
+    if let Some(e) = cause.downcast_ref::<io::Error>() {
+        return (e.raw_os_error() == Some(enospc)).then_some(DiskFull);
+    }
+    if let Some(e) = cause.downcast_ref::<ostree::glib::Error>() {
+        return crate::store::glib_no_space(e).then_some(DiskFull);
+    }
+    None
+}
+
+/// The limit on manifests, indexes and configs, as `--limit` names it.
+const JSON_SIZE: &str = "json-size";
+
 /// Pulls `source` into `store`. Layers already in the store are not read
 /// again; the image becomes visible only once every layer is committed.
-pub fn pull(store: &Store, source: &ImageRef, opts: &PullOptions) -> anyhow::Result<PullReport> {
-    let result = pull_inner(store, source, opts).map_err(|e| {
+pub fn pull(store: &Store, source: &ImageRef, opts: &PullOptions) -> Result<PullReport, PullError> {
+    let result = pull_inner(store, source, opts);
+    opts.progress.finish();
+    result.map_err(|e| {
+        let kind = kind_of(&e);
         // ostree and the kernel say ENOSPC about an object; say where.
-        if format!("{e:#}").contains("No space left on device") {
+        let e = if kind == PullErrorKind::DiskFull {
             e.context(format!(
                 "the file system of the store ({}) is full; the store is as it was: free space there (`socle images prune` removes what no image or deployment uses) and pull again",
                 store.path().display()
             ))
         } else {
             e
+        };
+        PullError {
+            kind,
+            error: e.context(format!("pulling {source}")),
         }
-    });
-    opts.progress.finish();
-    result.with_context(|| format!("pulling {source}"))
+    })
 }
 
 fn pull_inner(store: &Store, source: &ImageRef, opts: &PullOptions) -> anyhow::Result<PullReport> {
@@ -255,9 +394,10 @@ fn check_declared(
                 "the size its descriptor declares",
                 Value::Exact(l.size),
             );
-            return Err(StoreError::Refused {
+            return Err(StoreError::OverLimit {
                 digest: l.digest.clone(),
-                message: format!("{e} (nothing was downloaded)"),
+                exceeded: Box::new(e),
+                note: " (nothing was downloaded)",
             }
             .into());
         }
@@ -284,7 +424,9 @@ fn import_all(
     }
     let next = AtomicUsize::new(0);
     let cancel = AtomicBool::new(false);
-    let errors: Mutex<Vec<anyhow::Error>> = Mutex::new(Vec::new());
+    // Each failure, and whether another had already stopped the pull (a
+    // cancelled download is a consequence, not the cause).
+    let errors: Mutex<Vec<(anyhow::Error, bool)>> = Mutex::new(Vec::new());
     let committed: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let progress = opts.progress;
     let repo_path = store.path().to_path_buf();
@@ -292,8 +434,8 @@ fn import_all(
         for _ in 0..opts.jobs.clamp(1, todo.len()) {
             s.spawn(|| {
                 let fail = |e: anyhow::Error| {
-                    cancel.store(true, Ordering::Relaxed);
-                    errors.lock().expect("errors lock").push(e);
+                    let after_another = cancel.swap(true, Ordering::Relaxed);
+                    errors.lock().expect("errors lock").push((e, after_another));
                 };
                 let handle = match Store::open(&repo_path) {
                     Ok(h) => h,
@@ -348,9 +490,9 @@ fn import_all(
     // Report the failure that stopped the others, not their cancellation.
     let first = errors
         .iter()
-        .position(|e| !format!("{e:#}").ends_with("cancelled"))
+        .position(|(_, after_another)| !after_another)
         .unwrap_or(0);
-    let error = errors.swap_remove(first);
+    let (error, _) = errors.swap_remove(first);
     // Layers that arrived whole and verified are kept, so pulling again
     // fetches only the rest; but a source that served damaged data, or an
     // image with a layer socle refuses to apply, gets nothing of this pull
@@ -358,7 +500,11 @@ fn import_all(
     let committed = committed.into_inner().expect("committed lock");
     let damaged = matches!(
         error.downcast_ref::<StoreError>(),
-        Some(StoreError::DigestMismatch { .. } | StoreError::Refused { .. })
+        Some(
+            StoreError::DigestMismatch { .. }
+                | StoreError::Refused { .. }
+                | StoreError::OverLimit { .. }
+        )
     );
     if damaged {
         store.remove_layer_refs(&committed)?;
@@ -372,4 +518,112 @@ fn import_all(
         )));
     }
     Err(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(e: impl Into<anyhow::Error>) -> PullErrorKind {
+        kind_of(&e.into().context("pulling x").context("outer"))
+    }
+
+    #[test]
+    fn a_full_disk_is_told_by_type_not_by_wording() {
+        let enospc = io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error());
+        assert_eq!(kind(enospc), PullErrorKind::DiskFull);
+        let glib_full = ostree::glib::Error::new(ostree::gio::IOErrorEnum::NoSpace, "write");
+        assert_eq!(kind(glib_full), PullErrorKind::DiskFull);
+        let store_full = StoreError::NoSpace(Box::new(StoreError::Repo {
+            path: "/x".into(),
+            message: "commit transaction: write".into(),
+        }));
+        assert_eq!(kind(store_full), PullErrorKind::DiskFull);
+        // The words alone are not a full disk.
+        assert_eq!(
+            kind(anyhow::anyhow!("No space left on device")),
+            PullErrorKind::Other
+        );
+        assert_eq!(
+            kind(io::Error::other("No space left on device")),
+            PullErrorKind::Other
+        );
+    }
+
+    #[test]
+    fn registry_failures_have_kinds() {
+        let not_found = || RegistryError::NotFound {
+            what: "manifest 1".into(),
+            registry: "r".into(),
+            repository: "a".into(),
+        };
+        assert_eq!(kind(not_found()), PullErrorKind::NotFound);
+        let auth = RegistryError::AuthRequired {
+            registry: "r".into(),
+        };
+        assert_eq!(kind(auth), PullErrorKind::Unauthorized);
+        let down = RegistryError::Connect {
+            registry: "r".into(),
+            message: "refused".into(),
+        };
+        assert_eq!(kind(down), PullErrorKind::Network);
+        let nowhere = |attempts: Vec<anyhow::Error>| ResolveError::Nowhere {
+            message: "not found anywhere".into(),
+            attempts,
+        };
+        assert_eq!(
+            kind(nowhere(vec![not_found().into(), not_found().into()])),
+            PullErrorKind::NotFound
+        );
+        let mixed = nowhere(vec![not_found().into(), anyhow::anyhow!("odd")]);
+        assert_eq!(kind(mixed), PullErrorKind::Other);
+        assert_eq!(
+            kind(ResolveError::Unsupported("schema 1".into())),
+            PullErrorKind::Unsupported
+        );
+    }
+
+    #[test]
+    fn limits_and_damage_have_kinds() {
+        let limits = Limits::default();
+        let e = limits.exceeded("layers", "the number of layers", Value::Count(1 << 20));
+        assert_eq!(kind(e.clone()), PullErrorKind::Limit("layers"));
+        let over = StoreError::OverLimit {
+            digest: "sha256:1".into(),
+            exceeded: Box::new(limits.exceeded("entries", "tar entries", Value::Count(1 << 30))),
+            note: "",
+        };
+        assert_eq!(kind(over), PullErrorKind::Limit("entries"));
+        let mismatch = StoreError::DigestMismatch {
+            digest: "sha256:1".into(),
+            what: "blob",
+            actual: "sha256:2".into(),
+        };
+        assert_eq!(kind(mismatch), PullErrorKind::Corrupt);
+        let bad_json = serde_json::from_slice::<serde_json::Value>(b"{").unwrap_err();
+        assert_eq!(kind(bad_json), PullErrorKind::Corrupt);
+        let missing = ArchiveError::Io {
+            path: "/nonexistent".into(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        };
+        assert_eq!(kind(missing), PullErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_pull_error_reads_as_the_error_it_wraps() {
+        let inner = anyhow::Error::from(StoreError::NoSuchImage("x".into()))
+            .context("middle")
+            .context("pulling x");
+        let text = format!("{inner:#}");
+        let causes: Vec<String> = inner.chain().map(|c| c.to_string()).collect();
+        let wrapped = anyhow::Error::from(PullError {
+            kind: kind_of(&inner),
+            error: inner,
+        });
+        assert_eq!(format!("{wrapped:#}"), text);
+        let wrapped_causes: Vec<String> = wrapped.chain().map(|c| c.to_string()).collect();
+        assert_eq!(wrapped_causes, causes);
+        let e = wrapped.downcast_ref::<PullError>().unwrap();
+        assert_eq!(e.kind(), PullErrorKind::NotFound);
+    }
 }

@@ -76,12 +76,7 @@ impl DockerRef {
         }
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => {
-                let hex = d
-                    .strip_prefix("sha256:")
-                    .ok_or_else(|| format!("digest {d:?} is not sha256:HEX"))?;
-                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(format!("digest {d:?} is not sha256: and 64 hex digits"));
-                }
+                crate::oci::check_digest(d)?;
                 (r, Some(d.to_ascii_lowercase()))
             }
             None => (s, None),

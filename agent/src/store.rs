@@ -27,8 +27,8 @@ use ostree::glib;
 use ostree::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::archive::Compression;
 use crate::limits::{self, ImageBudget, Limits};
+use crate::oci::{self, Compression};
 use crate::reference::ImageName;
 
 mod lifecycle;
@@ -73,6 +73,18 @@ pub enum StoreError {
     /// the root, a whiteout that names no file, …): the image is refused.
     #[error("layer {digest}: {message}")]
     Refused { digest: String, message: String },
+    /// A limit the layer hit: refused like `Refused`, saying which limit.
+    #[error("layer {digest}: {exceeded}{note}")]
+    OverLimit {
+        digest: String,
+        exceeded: Box<limits::Exceeded>,
+        /// Said after the limit's message, e.g. that nothing was downloaded.
+        note: &'static str,
+    },
+    /// The file system of the store is full; the error as the failing
+    /// operation worded it, kept whole.
+    #[error(transparent)]
+    NoSpace(Box<StoreError>),
     #[error(
         "layer {digest}: {what} digest mismatch: the data hashes to {actual} (nothing was stored)"
     )]
@@ -94,6 +106,23 @@ pub enum StoreError {
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
+
+impl StoreError {
+    /// This error, marked `NoSpace` when its cause said ENOSPC, so callers
+    /// can tell a full disk by type, not by wording.
+    fn no_space_if(self, full: bool) -> StoreError {
+        if full {
+            StoreError::NoSpace(Box::new(self))
+        } else {
+            self
+        }
+    }
+}
+
+/// Whether ostree (GIO, or GLib's file errors) failed with ENOSPC.
+pub(crate) fn glib_no_space(e: &glib::Error) -> bool {
+    e.matches(gio::IOErrorEnum::NoSpace) || e.matches(glib::FileError::Nospc)
+}
 
 /// A layer as its source describes it.
 #[derive(Debug, Clone, Copy)]
@@ -162,7 +191,7 @@ fn cancel() -> Option<&'static gio::Cancellable> {
 
 /// The first 12 hex digits of a digest, as image ids are shown.
 pub fn short_id(digest: &str) -> &str {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    let hex = oci::digest_hex(digest);
     &hex[..hex.len().min(12)]
 }
 
@@ -197,10 +226,7 @@ pub fn decode_name(encoded: &str) -> Option<String> {
 }
 
 fn layer_ref(digest: &str) -> String {
-    format!(
-        "{REF_PREFIX}{}",
-        digest.strip_prefix("sha256:").unwrap_or(digest)
-    )
+    format!("{REF_PREFIX}{}", oci::digest_hex(digest))
 }
 
 fn image_ref(name: &ImageName) -> String {
@@ -208,8 +234,7 @@ fn image_ref(name: &ImageName) -> String {
 }
 
 fn is_layer_ref(r: &str) -> bool {
-    r.strip_prefix(REF_PREFIX)
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    r.strip_prefix(REF_PREFIX).is_some_and(oci::is_sha256_hex)
 }
 
 /// A reader that hashes what passes through it.
@@ -230,10 +255,7 @@ impl<R: Read> HashingReader<R> {
     /// Reads to the end (tar padding, compression trailers) and returns the digest.
     fn finish(mut self) -> io::Result<(String, u64)> {
         io::copy(&mut self, &mut io::sink())?;
-        Ok((
-            format!("sha256:{}", hex::encode(self.hasher.finalize())),
-            self.count,
-        ))
+        Ok((oci::digest_of(&self.hasher.finalize()), self.count))
     }
 }
 
@@ -313,9 +335,12 @@ impl Store {
 
     fn repo_err(&self, what: &str) -> impl FnOnce(glib::Error) -> StoreError + '_ {
         let what = what.to_string();
-        move |e| StoreError::Repo {
-            path: self.path.clone(),
-            message: format!("{what}: {e}"),
+        move |e| {
+            StoreError::Repo {
+                path: self.path.clone(),
+                message: format!("{what}: {e}"),
+            }
+            .no_space_if(glib_no_space(&e))
         }
     }
 
@@ -325,9 +350,12 @@ impl Store {
             path: self.path.clone(),
             message: e.to_string(),
         })?;
-        rustix::fs::syncfs(&dir).map_err(|e| StoreError::Repo {
-            path: self.path.clone(),
-            message: format!("syncfs: {e}"),
+        rustix::fs::syncfs(&dir).map_err(|e| {
+            StoreError::Repo {
+                path: self.path.clone(),
+                message: format!("syncfs: {e}"),
+            }
+            .no_space_if(e == rustix::io::Errno::NOSPC)
         })
     }
 
@@ -441,9 +469,10 @@ impl Store {
             digest: digest.to_string(),
             message,
         };
-        let refused = |message: String| StoreError::Refused {
+        let over_limit = |exceeded| StoreError::OverLimit {
             digest: digest.to_string(),
-            message,
+            exceeded: Box::new(exceeded),
+            note: "",
         };
         let (read, trip) = (std::cell::Cell::new(0), limits::Trip::default());
         let blob = limits::Compressed::new(blob, declared_size, budget, &read, &trip);
@@ -469,36 +498,30 @@ impl Store {
             for (n, entry) in entries.enumerate() {
                 let entry = entry.map_err(|e| layer_err(format!("reading tar: {e}")))?;
                 if n as u64 >= limits.entries {
-                    return Err(refused(
-                        limits
-                            .exceeded(
-                                "entries",
-                                "the number of tar entries",
-                                limits::Value::Count(n as u64 + 1),
-                            )
-                            .to_string(),
-                    ));
+                    return Err(over_limit(limits.exceeded(
+                        "entries",
+                        "the number of tar entries",
+                        limits::Value::Count(n as u64 + 1),
+                    )));
                 }
                 let path_length = entry.path_bytes().len() as u64;
                 if path_length > limits.path_length {
                     let path = String::from_utf8_lossy(&entry.path_bytes()).to_string();
                     let shown: String = path.chars().take(80).collect();
-                    return Err(refused(
-                        limits
-                            .exceeded(
-                                "path-length",
-                                format!("the path of entry {shown:?}…"),
-                                limits::Value::Exact(path_length),
-                            )
-                            .to_string(),
-                    ));
+                    return Err(over_limit(limits.exceeded(
+                        "path-length",
+                        format!("the path of entry {shown:?}…"),
+                        limits::Value::Exact(path_length),
+                    )));
                 }
                 writer.add(entry).map_err(|e| match e {
                     EntryError::Refused { .. } => StoreError::Refused {
                         digest: digest.to_string(),
                         message: e.to_string(),
                     },
-                    EntryError::Entry { .. } => layer_err(e.to_string()),
+                    EntryError::Entry { no_space, .. } => {
+                        layer_err(e.to_string()).no_space_if(no_space)
+                    }
                 })?;
             }
             uncompressed
@@ -508,7 +531,7 @@ impl Store {
         // A limit hit is the cause, whatever tar or the decompressor made
         // of the error; the rest of the blob is not read.
         if let Some(exceeded) = trip.take() {
-            return Err(refused(exceeded.to_string()));
+            return Err(over_limit(exceeded));
         }
         let (actual_diff_id, unpacked) = match unpacked {
             Ok(u) => u,
@@ -526,7 +549,7 @@ impl Store {
             }
         };
         let (actual_digest, _) = compressed.finish().map_err(|e| match trip.take() {
-            Some(exceeded) => refused(exceeded.to_string()),
+            Some(exceeded) => over_limit(exceeded),
             None => layer_err(format!("reading layer: {e}")),
         })?;
         if actual_digest != digest {
@@ -1086,7 +1109,12 @@ struct TreeWriter<'r> {
 #[derive(Debug, thiserror::Error)]
 enum EntryError {
     #[error("{path}: {message}")]
-    Entry { path: String, message: String },
+    Entry {
+        path: String,
+        message: String,
+        /// ostree said ENOSPC.
+        no_space: bool,
+    },
     #[error("{path}: {message}")]
     Refused { path: String, message: String },
 }
@@ -1116,9 +1144,12 @@ impl<'r> TreeWriter<'r> {
         let v = ostree::create_directory_metadata(&info, None);
         repo.write_metadata(ostree::ObjectType::DirMeta, None, &v, cancel())
             .map(|c| c.to_hex())
-            .map_err(|e| StoreError::Repo {
-                path: PathBuf::new(),
-                message: format!("write directory metadata: {e}"),
+            .map_err(|e| {
+                StoreError::Repo {
+                    path: PathBuf::new(),
+                    message: format!("write directory metadata: {e}"),
+                }
+                .no_space_if(glib_no_space(&e))
             })
     }
 
@@ -1155,6 +1186,7 @@ impl<'r> TreeWriter<'r> {
         let e = |message: String| EntryError::Entry {
             path: path.clone(),
             message,
+            no_space: false,
         };
         let refuse = |message: String| EntryError::Refused {
             path: path.clone(),
@@ -1180,7 +1212,11 @@ impl<'r> TreeWriter<'r> {
         let gid = header.gid().map_err(|x| e(x.to_string()))? as u32;
         let mode = header.mode().map_err(|x| e(x.to_string()))? & 0o7777;
         let kind = header.entry_type();
-        let g = |x: glib::Error| e(x.to_string());
+        let g = |x: glib::Error| EntryError::Entry {
+            path: path.clone(),
+            message: x.to_string(),
+            no_space: glib_no_space(&x),
+        };
 
         let Some((name, parents)) = components.split_last() else {
             // The layer's root directory itself.
@@ -1398,7 +1434,7 @@ mod tests {
     }
 
     fn digest(b: &[u8]) -> String {
-        crate::archive::sha256_digest(b)
+        oci::sha256_digest(b)
     }
 
     /// Two layers: `etc/a` and `etc/b`, then `etc/c` with a whiteout of `etc/a`.

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use libfuzzer_sys::fuzz_target;
 use sha2::{Digest, Sha256};
-use socle::archive::Compression;
+use socle::oci::Compression;
 use socle::reference::ImageName;
 use socle::store::Store;
 

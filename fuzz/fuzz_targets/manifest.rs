@@ -8,7 +8,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use socle::reference::DockerRef;
-use socle::registry::{image_layers, index_choice, is_index, media_type_of, parse_manifest};
+use socle::oci::{is_index, media_type_of};
+use socle::registry::{image_layers, index_choice, parse_manifest};
 
 fuzz_target!(|data: &[u8]| {
     let mut parts = data.splitn(3, |&b| b == 0);

@@ -8,18 +8,11 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/../lib.sh"
 source "$here/../socle.sh"
-node_cleanup_on_exit
+socle_scenario install0
 
-node=install0
 port=18080
 
-work=$(mktemp -d)
-at_exit rm -rf "$work"
-
-in_node() { node_exec "$node" "$@"; }
-socle() { in_node socle "$@"; }
-greets() { [[ $(in_node curl -fsS "http://127.0.0.1:$1/") == "$2" ]]; }
-state_is() { [[ $(socle list --all --json | jq -r ".[] | select(.name == \"$1\") | .state") == "$2" ]]; }
+state_is() { [[ $(list_row "$1" | jq -r .state) == "$2" ]]; }
 absent() { in_node test ! -e "$1"; }
 present() { in_node test -e "$1"; }
 only_data_left() {

@@ -13,55 +13,24 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/../lib.sh"
-node_cleanup_on_exit
+source "$here/../socle.sh"
+socle_scenario update0
 
-repo=$(cd "$here/../.." && pwd)
 fixtures=$here/../fixtures/update
-socle_bin=${SOCLE_BIN:-$repo/target/debug/socle}
-node=update0
 port1=18081
 port2=18082
-containers=/var/lib/socle/containers
 
-work=$(mktemp -d)
-at_exit rm -rf "$work"
-
-in_node() { node_exec "$node" "$@"; }
-socle() { in_node socle "$@"; }
-greets() { [[ $(in_node curl -fsS --max-time 2 "http://127.0.0.1:$1/" 2>/dev/null) == "$2" ]]; }
 silent() { ! in_node curl -fsS --max-time 2 "http://127.0.0.1:$1/"; }
-now() { date +%s.%N; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
 # The slot the pointer designates ("hello.0" or "hello.1").
 pointer() { in_node readlink "$containers/hello"; }
-slot_is() { local p; p=$(pointer); echo "pointer: $p"; [[ $p == "$1" ]]; }
 other_slot() { [[ $1 == hello.0 ]] && echo hello.1 || echo hello.0; }
-unit_prop() { in_node systemctl show -P "$1" hello.service; }
 uuid_of() { in_node cat "$containers/$1/info" | jq -r '.values.UUID'; }
 listed() {   # listed STATE SLOT: socle list --json says so
     local row
-    row=$(socle list --all --json | jq -c '.[] | select(.name == "hello")')
+    row=$(list_row hello)
     echo "socle list: $row"
     [[ $(jq -r .state <<<"$row") == "$1" && $(jq -r .slot <<<"$row") == "$2" ]]
-}
-
-# Polls every 0.1 s (finer than wait_until) until PORT greets with TEXT, for
-# at most SECS; sets answered_at.
-answered_at=
-poll_greets() {
-    local secs=$1 port=$2 text=$3 deadline
-    deadline=$(($(date +%s) + secs))
-    while (($(date +%s) < deadline)); do
-        if greets "$port" "$text"; then
-            answered_at=$(now)
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "port $port: $(in_node curl -sS --max-time 2 "http://127.0.0.1:$port/" 2>&1)"
-    echo "hello.service: $(unit_prop ActiveState)"
-    return 1
 }
 
 # run_socle ARGS...: socle in the node; stdout, stderr, exit code and wall
@@ -101,30 +70,23 @@ starts_grew() {   # starts_grew [strict]
 
 # ---- images -----------------------------------------------------------------
 
-build() {   # build ARCHIVE OPTIONS...: one variant of images/hello
-    local archive=$1; shift
-    "$repo/scripts/build-image" "$@" "$repo/images/hello" "oci-archive:$work/$archive"
-}
-check "socle binary was built ($socle_bin)" test -x "$socle_bin"
-check "image hello 1 builds" build hello-v1.tar --version 1
-check "image hello 2 builds" build hello-v2.tar --version 2
-check "image hello 3, greeter exits 1 at start, builds" build hello-v3-exit1.tar --version 3 \
+check "image hello 1 builds" build_hello "$work/hello-v1.tar" --version 1
+check "image hello 2 builds" build_hello "$work/hello-v2.tar" --version 2
+check "image hello 3, greeter exits 1 at start, builds" build_hello "$work/hello-v3-exit1.tar" --version 3 \
     --add-file "$fixtures/hello-greeter-exit1:/usr/bin/hello-greeter"
-check "image hello 3, Type=notify and no READY=1, builds" build hello-v3-noready.tar --version 3 \
+check "image hello 3, Type=notify and no READY=1, builds" build_hello "$work/hello-v3-noready.tar" --version 3 \
     --add-file "$fixtures/notify.service.template:/exports/service.template"
-check "image hello 3, probe that never passes, builds" build hello-v3-badprobe.tar --version 3 \
+check "image hello 3, probe that never passes, builds" build_hello "$work/hello-v3-badprobe.tar" --version 3 \
     --add-file "$fixtures/manifest-badprobe.json:/exports/manifest.json"
-check "image hello 3, variable without default, builds" build hello-v3-nodefault.tar --version 3 \
+check "image hello 3, variable without default, builds" build_hello "$work/hello-v3-nodefault.tar" --version 3 \
     --add-file "$fixtures/manifest-nodefault.json:/exports/manifest.json" \
     --add-file "$fixtures/hello-nodefault.conf:/exports/hostfs/etc/hello/hello.conf"
 
-check "node root is ready" node_root_cached
-check "fresh node" node_new "$node"
-check "socle goes in" node_copy_in "$node" "$socle_bin" /usr/local/bin/socle
+archives=()
 for a in hello-v1 hello-v2 hello-v3-exit1 hello-v3-noready hello-v3-badprobe hello-v3-nodefault; do
-    check "$a.tar goes in" node_copy_in "$node" "$work/$a.tar" "/var/tmp/$a.tar"
+    archives+=("$work/$a.tar")
 done
-check "node boots (own network)" node_boot "$node" --private-network
+node_with_socle "$node" "${archives[@]}"
 
 check "pull hello:1" socle pull --name hello:1 oci-archive:/var/tmp/hello-v1.tar
 check "pull hello:2" socle pull --name hello:2 oci-archive:/var/tmp/hello-v2.tar
@@ -139,7 +101,7 @@ check "install hello:1 with PORT=$port1 RECEIVER=vm" \
     socle install --name hello --set PORT=$port1 --set RECEIVER=vm hello:1
 check "systemctl start" in_node systemctl start hello.service
 wait_until 30 "hello 1 answers on $port1" greets $port1 "Hello, vm! (hello 1)"
-check "installed on slot 0" slot_is hello.0
+check "installed on slot 0" slot_is hello hello.0
 check "data directory counts the first start" starts_grew strict
 
 # ---- 2. update with a new value ---------------------------------------------
@@ -149,7 +111,7 @@ check "update --set PORT=$port2" succeeds update hello --set PORT=$port2
 check "new version answers on $port2 with RECEIVER vm (polled)" poll_greets 60 $port2 "Hello, vm! (hello 1)"
 timing "update hello --set PORT=$port2" "$t0"
 check "$port1 no longer answers" silent $port1
-check "pointer moved to slot 1" slot_is hello.1
+check "pointer moved to slot 1" slot_is hello hello.1
 check "socle list: running on slot 1" listed running 1
 same_uuid() {
     local u0 u1
@@ -162,14 +124,14 @@ check "data directory: counter grew" starts_grew strict
 
 # ---- 3. nothing new ---------------------------------------------------------
 
-pid_before=$(unit_prop MainPID)
+pid_before=$(unit_prop hello MainPID)
 info_before=$(in_node cat $containers/hello.0/info $containers/hello.1/info)
 check "update --set PORT=$port2 again succeeds" succeeds update hello --set PORT=$port2
 check "... says Latest version already installed." grep -qx "Latest version already installed." "$work/out"
-check "... stays on slot 1" slot_is hello.1
+check "... stays on slot 1" slot_is hello hello.1
 unchanged() {
     local pid info
-    pid=$(unit_prop MainPID)
+    pid=$(unit_prop hello MainPID)
     info=$(in_node cat $containers/hello.0/info $containers/hello.1/info)
     echo "MainPID before $pid_before, after $pid"
     [[ $pid == "$pid_before" && $pid != 0 ]] && [[ $info == "$info_before" ]]
@@ -183,13 +145,13 @@ t0=$(now)
 check "rollback" succeeds rollback hello
 check "the old deployment answers on $port1 again (polled)" poll_greets 60 $port1 "Hello, vm! (hello 1)"
 timing "rollback hello (to PORT $port1)" "$t0"
-check "rollback: on slot 0" slot_is hello.0
+check "rollback: on slot 0" slot_is hello hello.0
 check "rollback: $port2 no longer answers" silent $port2
 t0=$(now)
 check "second rollback (forward)" succeeds rollback hello
 check "answers on $port2 again (polled)" poll_greets 60 $port2 "Hello, vm! (hello 1)"
 timing "rollback hello (forward, to PORT $port2)" "$t0"
-check "forward: on slot 1" slot_is hello.1
+check "forward: on slot 1" slot_is hello hello.1
 check "data directory: counter grew" starts_grew strict
 
 # ---- 5. rebase onto hello:2 -------------------------------------------------
@@ -198,7 +160,7 @@ t0=$(now)
 check "update --rebase hello:2" succeeds update hello --rebase hello:2
 check "hello 2 answers, RECEIVER and PORT kept (polled)" poll_greets 60 $port2 "Hello, vm! (hello 2)"
 timing "update hello --rebase hello:2" "$t0"
-check "rebase: on slot 0" slot_is hello.0
+check "rebase: on slot 0" slot_is hello hello.0
 check "socle list: running on slot 0" listed running 0
 image_is() { local i; i=$(socle list --json | jq -r '.[] | select(.name == "hello") | .image'); echo "image: $i"; [[ $i == "$1" ]]; }
 check "socle list: image hello:2" image_is hello:2
@@ -207,19 +169,19 @@ check "data directory: counter grew" starts_grew strict
 # ---- 6. a rebase that cannot render fails before the service is touched ----
 
 good=$(pointer)
-pid_before=$(unit_prop MainPID)
-since_before=$(unit_prop ActiveEnterTimestamp)
+pid_before=$(unit_prop hello MainPID)
+since_before=$(unit_prop hello ActiveEnterTimestamp)
 check "rebase onto hello:3-nodefault fails naming GREETING" \
     fails_saying 'GREETING' update hello --rebase hello:3-nodefault
 check "... and says the current deployment is unchanged" grep -q "unchanged" "$work/err"
 never_stopped() {
     local pid since
-    pid=$(unit_prop MainPID) since=$(unit_prop ActiveEnterTimestamp)
+    pid=$(unit_prop hello MainPID) since=$(unit_prop hello ActiveEnterTimestamp)
     echo "MainPID $pid_before -> $pid; ActiveEnterTimestamp $since_before -> $since"
     [[ $pid == "$pid_before" && $pid != 0 && $since == "$since_before" ]]
 }
 check "... the service was never stopped (MainPID, ActiveEnterTimestamp)" never_stopped
-check "... the pointer did not move" slot_is "$good"
+check "... the pointer did not move" slot_is hello "$good"
 check "... no staging directory left" in_node sh -c "! ls -A $containers | grep -q staging"
 check "... it still answers" greets $port2 "Hello, vm! (hello 2)"
 
@@ -240,7 +202,7 @@ broken() {
     check "$title: hello 2 answers again (polled)" poll_greets 60 $port2 "Hello, vm! (hello 2)" || true
     [[ -z $answered_at ]] || timing "$title: update + automatic rollback" "$t0"
     answered_at=
-    check "$title: pointer is back on $good" slot_is "$good" || true
+    check "$title: pointer is back on $good" slot_is hello "$good" || true
     check "$title: socle list: running on slot $good_n" listed running "$good_n" || true
     check "$title: data directory: counter grew" starts_grew strict || true
 }
@@ -255,17 +217,17 @@ good=$(pointer)
 bad=$(other_slot "$good")
 check "--no-rollback: update to the exit-1 greeter fails" \
     fails_saying 'left in place \(--no-rollback\)' update hello --rebase hello:3-exit1 --no-rollback
-check "--no-rollback: the broken deployment stays (pointer moved to $bad)" slot_is "$bad"
+check "--no-rollback: the broken deployment stays (pointer moved to $bad)" slot_is hello "$bad"
 check "--no-rollback: hello 2 does not answer" silent $port2 || true
 # The broken greeter exits at once and Restart=on-failure restarts it until
 # systemd's start limit: wait for that, so that the rollback below always
 # meets the same state (a user comes back later, not within a second).
-failed_unit() { local s; s=$(unit_prop ActiveState); echo "ActiveState: $s"; [[ $s == failed ]]; }
+failed_unit() { local s; s=$(unit_prop hello ActiveState); echo "ActiveState: $s"; [[ $s == failed ]]; }
 wait_until 30 "--no-rollback: the broken unit gives up (failed)" failed_unit || true
-echo "# --no-rollback: hello.service is $(unit_prop ActiveState)/$(unit_prop SubState) before the rollback"
+echo "# --no-rollback: hello.service is $(unit_prop hello ActiveState)/$(unit_prop hello SubState) before the rollback"
 t0=$(now)
 check "rollback after --no-rollback" succeeds rollback hello
-check "rollback: back on $good" slot_is "$good"
+check "rollback: back on $good" slot_is hello "$good"
 check "rollback: hello 2 answers again (polled)" poll_greets 60 $port2 "Hello, vm! (hello 2)" || true
 [[ -z $answered_at ]] || timing "rollback hello after --no-rollback" "$t0"
 answered_at=
@@ -277,7 +239,7 @@ check "systemctl stop" in_node systemctl stop hello.service
 t0=$(now)
 check "update --set RECEIVER=quiet while stopped" succeeds update hello --set RECEIVER=quiet
 echo "# update hello --set RECEIVER=quiet (service stopped): socle command ${socle_secs} s"
-inactive() { local s; s=$(unit_prop ActiveState); echo "ActiveState: $s"; [[ $s == inactive ]]; }
+inactive() { local s; s=$(unit_prop hello ActiveState); echo "ActiveState: $s"; [[ $s == inactive ]]; }
 check "... the unit is still inactive" inactive
 check "... nothing answers" silent $port2
 check "systemctl start" in_node systemctl start hello.service
@@ -289,7 +251,7 @@ check "data directory: counter grew" starts_grew strict
 slot=$(pointer)
 check "node reboots" node_reboot "$node" --private-network
 wait_until 60 "the updated version answers after reboot" greets $port2 "Hello, quiet! (hello 2)"
-check "after reboot: same slot" slot_is "$slot"
+check "after reboot: same slot" slot_is hello "$slot"
 check "after reboot: socle list says running" listed running "${slot#hello.}"
 
 # ---- 11. data ----------------------------------------------------------------

@@ -9,19 +9,10 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/../lib.sh"
 source "$here/../socle.sh"
-node_cleanup_on_exit
+socle_scenario crash0
 
-node=crash0
-containers=/var/lib/socle/containers
 old_port=18091
 new_port=18092
-
-work=$(mktemp -d)
-at_exit rm -rf "$work"
-
-in_node() { node_exec "$node" "$@"; }
-socle() { in_node socle "$@"; }
-greets() { [[ $(in_node curl -fsS --max-time 2 "http://127.0.0.1:$1/" 2>/dev/null) == "$2" ]]; }
 
 # Exactly one deployment is current: the pointer names a slot whose info is
 # complete JSON, and no staging directory is mistaken for one.
@@ -54,14 +45,7 @@ fresh() {
         in_node systemctl start hello.service &&
         wait_greets $old_port
 }
-wait_greets() {
-    for _ in $(seq 1 100); do
-        greets "$1" "Hello, crash! (hello 1)" && return 0
-        sleep 0.1
-    done
-    echo "port $1 does not answer; hello.service: $(in_node systemctl is-active hello.service)"
-    return 1
-}
+wait_greets() { poll_greets 15 "$1" "Hello, crash! (hello 1)"; }
 
 for fp in update:after-staging update:after-rename update:after-journal update:after-stop \
     switch:after-publish switch:after-swap update:after-start; do

@@ -13,19 +13,11 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/../lib.sh"
 source "$here/../socle.sh"
-node_cleanup_on_exit
+socle_scenario life0
 
-node=life0
 port=18085
 port_stubborn=18086
 fixtures=$here/../fixtures
-work=$(mktemp -d)
-at_exit rm -rf "$work"
-
-in_node() { node_exec "$node" "$@"; }
-socle() { in_node socle "$@"; }
-greets() { [[ $(in_node curl -fsS --max-time 2 "http://127.0.0.1:$1/" 2>/dev/null) == "$2" ]]; }
-prop() { in_node systemctl show -P "$2" "$1.service"; }
 
 # The pid of container NAME's init, from runc's own state.
 init_pid() { in_node runc state "$1" | jq -r .pid; }
@@ -110,7 +102,7 @@ restarted_after() {
     in_node "$@"
     wait_until 30 "hello answers after: $*" greets $port "Hello, life! (hello 1)" >/dev/null || return 1
     after=$(init_pid hello)
-    echo "container init before $before, after $after; NRestarts $(prop hello NRestarts)"
+    echo "container init before $before, after $after; NRestarts $(unit_prop hello NRestarts)"
     [[ -n $after && $after != "$before" && $after != null ]] && in_node sh -c "! kill -0 $before 2>/dev/null"
 }
 check "SIGKILL to the whole unit: restarted, old container gone" \
@@ -135,10 +127,10 @@ timed_stop() {
     in_node systemctl stop stubborn.service || true
     stop_secs=$(secs "$t0" "$(now)")
     log=$(in_node journalctl -u stubborn.service --no-pager -o cat)
-    echo "systemctl stop took $stop_secs s; Result=$(prop stubborn Result)"
+    echo "systemctl stop took $stop_secs s; Result=$(unit_prop stubborn Result)"
     # systemd's own account: SIGTERM was ignored until TimeoutStopSec, then SIGKILL.
     grep -F "State 'stop-sigterm' timed out. Killing." <<<"$log" &&
-        [[ $(prop stubborn ActiveState) != active ]]
+        [[ $(unit_prop stubborn ActiveState) != active ]]
 }
 check "systemctl stop kills it when TimeoutStopSec runs out (SIGKILL)" timed_stop
 echo "# time: systemctl stop of a container ignoring SIGTERM (TimeoutStopSec=4): $stop_secs s" >&"$SOCLE_VM_LOG_FD"
@@ -164,7 +156,7 @@ failed_start_leaves_nothing() {
     local name=$1 rc=0
     socle install --name "$name" "$name:1" >/dev/null || return 1
     in_node systemctl start "$name.service" || rc=$?
-    echo "systemctl start $name: exit $rc; ActiveState $(prop "$name" ActiveState), Result $(prop "$name" Result)"
+    echo "systemctl start $name: exit $rc; ActiveState $(unit_prop "$name" ActiveState), Result $(unit_prop "$name" Result)"
     ((rc != 0)) && [[ -z $(unit_pids "$name") ]] && no_runc_state "$name"
 }
 check "never READY=1: the start fails, nothing left" failed_start_leaves_nothing noready

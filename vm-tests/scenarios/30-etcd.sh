@@ -14,22 +14,8 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/../lib.sh"
 source "$here/../socle.sh"
-node_cleanup_on_exit
+socle_scenario etcd0
 
-node=etcd0
-work=$(mktemp -d)
-at_exit rm -rf "$work"
-
-in_node() { node_exec "$node" "$@"; }
-socle() { in_node socle "$@"; }
-
-build_etcd() { "$socle_repo/scripts/build-image" --digest-file "$work/$1.digest" "${@:2}" \
-    "$socle_repo/images/etcd" "oci-archive:$work/$1.tar"; }
-same_digest() { cat "$work/etcd.digest" "$work/etcd-again.digest"; cmp -s "$work/etcd.digest" "$work/etcd-again.digest"; }
-
-unit_prop() { in_node systemctl show -P "$2" "$1.service"; }
-active() { local s; s=$(unit_prop "$1" ActiveState); echo "$1: $s"; [[ $s == active ]]; }
-slot_is() { local p; p=$(in_node readlink "/var/lib/socle/containers/$1"); echo "pointer: $p"; [[ $p == "$2" ]]; }
 # value_is INSTANCE KEY VALUE: etcdctl-INSTANCE (the host-side client) reads it.
 value_is() {
     local v
@@ -40,17 +26,17 @@ value_is() {
 # listed_with FIELD VALUE: socle list --json has etcd with .FIELD == VALUE (jq on the host).
 listed_with() {
     local row
-    row=$(socle list --all --json | jq -c '.[] | select(.name == "etcd")')
+    row=$(list_row etcd)
     echo "socle list: $row"
     [[ $(jq -r ".$1" <<<"$row") == "$2" ]]
 }
 value_set() { in_node cat /var/lib/socle/containers/etcd/info | jq -e ".values.$1 == \"$2\""; }
 healthy() { in_node etcdctl-etcd endpoint health; }
 
-check "etcd image builds (Debian etcd-server/etcd-client)" timed "build etcd:1" build_etcd etcd
-check "etcd image builds again" build_etcd etcd-again
-check "same digest twice (reproducible)" same_digest
-check "etcd:2 builds (version label bumped)" build_etcd etcd-v2 --version 2
+check "etcd image builds (Debian etcd-server/etcd-client)" timed "build etcd:1" build_image etcd etcd
+check "etcd image builds again" build_image etcd etcd-again
+check "same digest twice (reproducible)" same_digest etcd etcd-again
+check "etcd:2 builds (version label bumped)" build_image etcd etcd-v2 --version 2
 echo "# size: archive $(stat -c %s "$work/etcd.tar") bytes ($(du -h "$work/etcd.tar" | cut -f1)): $(ls -l "$work/etcd.tar")" >&"$SOCLE_VM_LOG_FD"
 node_with_socle "$node" "$work/etcd.tar" "$work/etcd-v2.tar"
 
@@ -121,8 +107,7 @@ wait_until 60 "etcd is active after reboot" active etcd
 check "data after reboot" value_is etcd foo bar
 
 in_node socle images list >&"$SOCLE_VM_LOG_FD" || true
-unpacked() { socle images list --json | jq -r '.[] | "# size: \(.name) \(.size // .size_bytes // "?")"' >&"$SOCLE_VM_LOG_FD"; }
-check "images list --json" unpacked
+check "images list --json" log_image_sizes
 check "uninstall" socle uninstall etcd
 check "node is destroyed" node_destroy "$node"
 

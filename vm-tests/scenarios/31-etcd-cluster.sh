@@ -67,9 +67,8 @@ ctl_all() { ctl --endpoints="$all_endpoints" "$@"; }
 
 # --- images and nodes
 
-build_etcd() { "$socle_repo/scripts/build-image" "${@:2}" "$socle_repo/images/etcd" "oci-archive:$work/$1.tar"; }
-check "etcd:1 builds" build_etcd etcd
-check "etcd:2 builds (version label bumped)" build_etcd etcd-v2 --version 2
+check "etcd:1 builds" build_image etcd etcd
+check "etcd:2 builds (version label bumped)" build_image etcd etcd-v2 --version 2
 check "socle binary was built ($socle_bin)" test -x "$socle_bin"
 check "node root is ready" node_root_cached
 

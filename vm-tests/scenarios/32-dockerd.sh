@@ -18,23 +18,13 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/../lib.sh"
 source "$here/../socle.sh"
-node_cleanup_on_exit
+socle_scenario dockerd0
 
-node=dockerd0
-work=$(mktemp -d)
-at_exit rm -rf "$work"
-
-in_node() { node_exec "$node" "$@"; }
-socle() { in_node socle "$@"; }
 docker() { in_node docker-dockerd "$@"; }
 note() { echo "# dockerd: $*" >&"$SOCLE_VM_LOG_FD"; }
 
-build_dockerd() { "$socle_repo/scripts/build-image" --digest-file "$work/$1.digest" "${@:2}" \
-    "$socle_repo/images/dockerd" "oci-archive:$work/$1.tar"; }
-same_digest() { cat "$work/dockerd.digest" "$work/dockerd-again.digest"; cmp -s "$work/dockerd.digest" "$work/dockerd-again.digest"; }
 build_greeter() { "$socle_repo/scripts/build-image" "$socle_repo/images/hello" "docker-archive:$work/hello-docker.tar"; }
 
-active() { local s; s=$(in_node systemctl show -P ActiveState dockerd.service); echo "dockerd: $s"; [[ $s == active ]]; }
 no_engine() {
     local t found=0
     for t in docker dockerd containerd ctr podman crio; do
@@ -69,7 +59,7 @@ docker_says_running() {
 }
 listed_image() {
     local row
-    row=$(socle list --all --json | jq -c '.[] | select(.name == "dockerd")')
+    row=$(list_row dockerd)
     echo "socle list: $row"
     [[ $(jq -r .image <<<"$row") == "$1" ]]
 }
@@ -79,12 +69,12 @@ exec_into_sleeper() {
     if ((rc == 0)); then note "docker exec into the container that $1: works"; else note "docker exec into the container that $1: fails: $out"; fi
 }
 gone() { ! alive "$1"; }
-not_failed() { local s; s=$(in_node systemctl show -P ActiveState dockerd.service); echo "dockerd: $s"; [[ $s == inactive ]]; }
+not_failed() { local s; s=$(unit_prop dockerd ActiveState); echo "dockerd: $s"; [[ $s == inactive ]]; }
 
-check "dockerd image builds (Debian docker.io, containerd, runc)" timed "build dockerd:1" build_dockerd dockerd
-check "dockerd image builds again" build_dockerd dockerd-again
-check "same digest twice (reproducible)" same_digest
-check "dockerd:2 builds (version label bumped)" build_dockerd dockerd-v2 --version 2
+check "dockerd image builds (Debian docker.io, containerd, runc)" timed "build dockerd:1" build_image dockerd dockerd
+check "dockerd image builds again" build_image dockerd dockerd-again
+check "same digest twice (reproducible)" same_digest dockerd dockerd-again
+check "dockerd:2 builds (version label bumped)" build_image dockerd dockerd-v2 --version 2
 check "greeter builds as a docker-archive" build_greeter
 echo "# size: dockerd archive $(stat -c %s "$work/dockerd.tar") bytes ($(du -h "$work/dockerd.tar" | cut -f1))" >&"$SOCLE_VM_LOG_FD"
 node_with_socle "$node" "$work/dockerd.tar" "$work/dockerd-v2.tar" "$work/hello-docker.tar"
@@ -97,7 +87,7 @@ check "unit is Type=notify" in_node sh -c '[ "$(systemctl show -P Type dockerd.s
 check "data directory /var/lib/dockerd made by tmpfiles" in_node test -d /var/lib/dockerd
 check "host-side docker-dockerd installed, executable" in_node test -x /usr/local/bin/docker-dockerd
 check "systemctl start (returns once READY=1 came)" timed "systemctl start dockerd (to READY=1)" in_node systemctl start dockerd.service
-check "dockerd is active" active
+check "dockerd is active" active dockerd
 check "docker info answers (docker-dockerd)" info_answers
 check "the API answers on the node's /run/docker.sock" socket_answers
 check "docker load of the greeter (docker-archive on stdin)" timed "docker load" load_greeter
@@ -110,7 +100,7 @@ in_node sh -c "echo shim cgroup: \$(cat /proc/\$(cat /proc/$pid/status | awk '/^
 exec_into_sleeper "runs under this dockerd"
 
 check "update --rebase dockerd:2 passes the health gate" timed "update --rebase dockerd:2" socle update dockerd --rebase dockerd:2
-check "dockerd active after update" active
+check "dockerd active after update" active dockerd
 check "socle list says dockerd:2" listed_image dockerd:2
 if check "the container's process survived the update" alive "$pid"; then
     note "a running container survives an update of the dockerd system container"
@@ -122,7 +112,7 @@ exec_into_sleeper "survived the update"
 check "docker run works after the update" run_says "after the update"
 
 check "rollback" timed "rollback" socle rollback dockerd
-wait_until 60 "dockerd active after rollback" active
+wait_until 60 "dockerd active after rollback" active dockerd
 check "socle list says dockerd:1" listed_image dockerd:1
 check "the container's process survived the rollback" alive "$pid"
 check "docker lists it running after the rollback" docker_says_running "$pid" || true
@@ -135,8 +125,7 @@ check "stopped dockerd is inactive, not failed" not_failed
 check "uninstall dockerd" socle uninstall dockerd
 check "host-side client removed" in_node test ! -e /usr/local/bin/docker-dockerd
 check "docker data left in /var/lib/dockerd" in_node test -d /var/lib/dockerd/image
-unpacked() { socle images list --json | jq -r '.[] | "# size: \(.name) \(.size // .size_bytes // "?")"' >&"$SOCLE_VM_LOG_FD"; }
-check "images list --json" unpacked
+check "images list --json" log_image_sizes
 check "node is destroyed" node_destroy "$node"
 
 summary

@@ -110,7 +110,7 @@ fn make_shared(base: &Path) -> anyhow::Result<PathBuf> {
     );
     if let Err(e) = pulled {
         let _ = fs::remove_dir_all(&dir);
-        return Err(e);
+        return Err(e.into());
     }
     Ok(dir)
 }

@@ -749,7 +749,7 @@ mod tests {
 
     fn fixture(name: &str) -> Exports {
         let rootfs = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/render")
+            .join("src/deploy/fixtures")
             .join(name);
         exports::read(&rootfs).unwrap().unwrap()
     }
@@ -828,7 +828,6 @@ mod tests {
 
     fn snapshot(name: &str, value: &str) {
         let mut settings = insta::Settings::clone_current();
-        settings.set_snapshot_path("../snapshots");
         settings.set_prepend_module_to_snapshot(false);
         settings.bind(|| insta::assert_snapshot!(format!("render_{name}"), value));
     }

@@ -189,7 +189,8 @@ impl Node {
         name: Option<ImageName>,
         settings: &PullSettings,
     ) -> anyhow::Result<PullReport> {
-        crate::pull::pull(
+        // A front finds the failure's kind with `downcast_ref::<PullError>()`.
+        Ok(crate::pull::pull(
             store,
             source,
             &crate::pull::PullOptions {
@@ -199,7 +200,7 @@ impl Node {
                 progress: self.progress(),
                 limits: settings.limits,
             },
-        )
+        )?)
     }
 }
 

@@ -12,11 +12,29 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context;
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
-use crate::archive::{host_platform, sha256_digest, Compression};
+use crate::oci::{self, is_index, media_type_of, sha256_digest, Compression, Platform};
 use crate::reference::{DockerRef, ImageName};
 pub use auth::Credentials;
 pub use client::{BlobReader, Client, RegistryError};
 use config::{Endpoint, RegistriesConf};
+
+/// Why a registry image was refused, beyond what the client reports.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// A manifest or config that does not hash to its digest, or that
+    /// disagrees with itself.
+    #[error("{0}")]
+    Corrupt(String),
+    /// A manifest, platform or layer type socle does not read.
+    #[error("{0}")]
+    Unsupported(String),
+    /// No registry tried had the image; each attempt's error is kept.
+    #[error("{message}")]
+    Nowhere {
+        message: String,
+        attempts: Vec<anyhow::Error>,
+    },
+}
 
 /// How to reach registries, from the command line.
 #[derive(Debug, Clone, Default)]
@@ -128,32 +146,14 @@ pub fn resolve(r: &DockerRef, opts: &Options, json_limit: u64) -> anyhow::Result
         .iter()
         .map(|(w, e)| format!("{w}: {e:#}"))
         .collect();
-    anyhow::bail!(
-        "{r} was not found anywhere it was looked for: {}",
-        tried.join("; ")
-    )
-}
-
-pub fn is_index(media_type: &str) -> bool {
-    media_type == "application/vnd.oci.image.index.v1+json"
-        || media_type == "application/vnd.docker.distribution.manifest.list.v2+json"
-}
-
-/// A manifest's media type: the header, else its own `mediaType`, else its
-/// shape (OCI allows omitting it).
-pub fn media_type_of(bytes: &[u8], header: Option<String>) -> String {
-    if let Some(h) = header.filter(|h| !h.is_empty()) {
-        return h;
+    Err(ResolveError::Nowhere {
+        message: format!(
+            "{r} was not found anywhere it was looked for: {}",
+            tried.join("; ")
+        ),
+        attempts: attempts.into_iter().map(|(_, e)| e).collect(),
     }
-    let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
-    if let Some(mt) = v.get("mediaType").and_then(|m| m.as_str()) {
-        return mt.to_string();
-    }
-    if v.get("manifests").is_some() {
-        "application/vnd.oci.image.index.v1+json".into()
-    } else {
-        "application/vnd.oci.image.manifest.v1+json".into()
-    }
+    .into())
 }
 
 fn open(
@@ -177,10 +177,11 @@ fn open(
     let mut notes = Vec::new();
     let mut digest = sha256_digest(&bytes);
     if reference.starts_with("sha256:") && digest != reference {
-        anyhow::bail!(
+        return Err(ResolveError::Corrupt(format!(
             "{r}: the manifest {} served hashes to {digest}, not the digest asked for",
             client.registry
-        );
+        ))
+        .into());
     }
     let mut media_type = media_type_of(&bytes, header);
     let mut manifest_bytes = bytes;
@@ -189,10 +190,11 @@ fn open(
         let (bytes, header) = client.manifest(&chosen)?;
         digest = sha256_digest(&bytes);
         if digest != chosen {
-            anyhow::bail!(
+            return Err(ResolveError::Corrupt(format!(
                 "{r}: the manifest {} served for {chosen} hashes to {digest}",
                 client.registry
-            );
+            ))
+            .into());
         }
         media_type = media_type_of(&bytes, header);
         manifest_bytes = bytes;
@@ -201,11 +203,12 @@ fn open(
     let config_digest = manifest.config().digest().to_string();
     let config_bytes = client.small_blob(&config_digest, &format!("config {config_digest}"))?;
     if sha256_digest(&config_bytes) != config_digest {
-        anyhow::bail!(
+        return Err(ResolveError::Corrupt(format!(
             "{r}: config {config_digest}: digest mismatch: {} served bytes that hash to {}",
             client.registry,
             sha256_digest(&config_bytes)
-        );
+        ))
+        .into());
     }
     let (layers, note) = image_layers(r, &manifest, &config_bytes, opts.platform.as_deref())?;
     notes.extend(note);
@@ -236,13 +239,19 @@ pub fn parse_manifest(
     bytes: &[u8],
 ) -> anyhow::Result<ImageManifest> {
     match media_type {
-        "application/vnd.oci.image.manifest.v1+json"
-        | "application/vnd.docker.distribution.manifest.v2+json" => {}
-        "application/vnd.docker.distribution.manifest.v1+json"
-        | "application/vnd.docker.distribution.manifest.v1+prettyjws" => anyhow::bail!(
-            "{r} is a Docker schema 1 image, which socle does not read; push it again with a current tool (skopeo copy converts it)"
-        ),
-        other => anyhow::bail!("{r}: unsupported manifest media type {other:?}"),
+        oci::OCI_MANIFEST | oci::DOCKER_MANIFEST => {}
+        oci::DOCKER_SCHEMA1 | oci::DOCKER_SCHEMA1_SIGNED => {
+            return Err(ResolveError::Unsupported(format!(
+                "{r} is a Docker schema 1 image, which socle does not read; push it again with a current tool (skopeo copy converts it)"
+            ))
+            .into())
+        }
+        other => {
+            return Err(ResolveError::Unsupported(format!(
+                "{r}: unsupported manifest media type {other:?}"
+            ))
+            .into())
+        }
     }
     serde_json::from_slice(bytes)
         .with_context(|| format!("{r}: the manifest is not a valid image manifest"))
@@ -260,31 +269,35 @@ pub fn image_layers(
     let config_digest = manifest.config().digest();
     let config: ImageConfiguration = serde_json::from_slice(config_bytes)
         .with_context(|| format!("{r}: config {config_digest} is not a valid image config"))?;
-    let (want_os, want_arch) = wanted_platform(platform)?;
+    let want = Platform::wanted(platform).map_err(anyhow::Error::msg)?;
     let (os, arch) = (config.os().to_string(), config.architecture().to_string());
     let note =
-        ((os.as_str(), arch.as_str()) != (want_os.as_str(), want_arch.as_str())).then(|| {
-            format!("{r} is built for {os}/{arch}, not {want_os}/{want_arch}; it may not run here")
+        ((os.as_str(), arch.as_str()) != (want.os.as_str(), want.arch.as_str())).then(|| {
+            format!(
+                "{r} is built for {os}/{arch}, not {}/{}; it may not run here",
+                want.os, want.arch
+            )
         });
     let diff_ids = config.rootfs().diff_ids();
     if diff_ids.len() != manifest.layers().len() {
-        anyhow::bail!(
+        return Err(ResolveError::Corrupt(format!(
             "{r}: the manifest has {} layers but the config lists {} diff_ids",
             manifest.layers().len(),
             diff_ids.len()
-        );
+        ))
+        .into());
     }
     let layers = manifest
         .layers()
         .iter()
         .zip(diff_ids)
         .map(|(l, diff_id)| {
-            let compression = Compression::from_media_type(l.media_type()).with_context(|| {
-                format!(
+            let compression = Compression::from_media_type(l.media_type()).ok_or_else(|| {
+                ResolveError::Unsupported(format!(
                     "{r}: layer {} has media type {}, which socle cannot unpack",
                     l.digest(),
                     l.media_type()
-                )
+                ))
             })?;
             Ok(RemoteLayer {
                 digest: l.digest().to_string(),
@@ -297,66 +310,23 @@ pub fn image_layers(
     Ok((layers, note))
 }
 
-/// `os/arch[/variant]` from `--platform`, or the host's.
-fn wanted_platform(flag: Option<&str>) -> anyhow::Result<(String, String)> {
-    match flag {
-        None => {
-            let (os, arch) = host_platform();
-            Ok((os.into(), arch.into()))
-        }
-        Some(p) => {
-            let mut parts = p.split('/');
-            match (parts.next(), parts.next()) {
-                (Some(os), Some(arch)) if !os.is_empty() && !arch.is_empty() => {
-                    Ok((os.into(), arch.into()))
-                }
-                _ => {
-                    anyhow::bail!("--platform {p:?}: expected OS/ARCH[/VARIANT], e.g. linux/arm64")
-                }
-            }
-        }
-    }
-}
-
 /// The digest of the index entry for the wanted platform; an error lists
 /// what the index offers.
 fn choose_platform(index: &ImageIndex, flag: Option<&str>) -> anyhow::Result<String> {
-    let (os, arch) = wanted_platform(flag)?;
-    let variant = flag.and_then(|p| p.splitn(3, '/').nth(2));
-    let platforms: Vec<(String, &oci_spec::image::Descriptor)> = index
-        .manifests()
-        .iter()
-        .filter_map(|d| {
-            let p = d.platform().as_ref()?;
-            let mut s = format!("{}/{}", p.os(), p.architecture());
-            if let Some(v) = p.variant() {
-                s.push('/');
-                s.push_str(v);
-            }
-            Some((s, d))
-        })
-        .collect();
-    let fits = |s: &str| {
-        let mut it = s.splitn(3, '/');
-        let (o, a, v) = (it.next(), it.next(), it.next());
-        o == Some(os.as_str()) && a == Some(arch.as_str()) && (variant.is_none() || v == variant)
-    };
-    if let Some((_, d)) = platforms.iter().find(|(s, _)| fits(s)) {
+    let want = Platform::wanted(flag).map_err(anyhow::Error::msg)?;
+    if let Some(d) = want.choose(index.manifests()) {
         return Ok(d.digest().to_string());
     }
-    let wanted = match variant {
-        Some(v) => format!("{os}/{arch}/{v}"),
-        None => format!("{os}/{arch}"),
-    };
-    let available: Vec<&str> = platforms.iter().map(|(s, _)| s.as_str()).collect();
-    anyhow::bail!(
-        "no manifest for platform {wanted} in the image index; available: {} (choose one with --platform)",
+    let available: Vec<String> = index.manifests().iter().filter_map(oci::describe).collect();
+    Err(ResolveError::Unsupported(format!(
+        "no manifest for platform {want} in the image index; available: {} (choose one with --platform)",
         if available.is_empty() {
             "none named".to_string()
         } else {
             available.join(", ")
         }
-    )
+    ))
+    .into())
 }
 
 #[cfg(test)]

@@ -566,7 +566,7 @@ impl Walk<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::Compression;
+    use crate::oci::Compression;
     use ostree::prelude::*;
 
     fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
@@ -574,7 +574,7 @@ mod tests {
     }
 
     fn import(store: &Store, tar: &[u8]) -> String {
-        let d = crate::archive::sha256_digest(tar);
+        let d = crate::oci::sha256_digest(tar);
         store.import_layer(&d, &d, Compression::None, tar).unwrap();
         d
     }
