@@ -14,21 +14,9 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/../lib.sh"
 source "$here/../socle.sh"
-node_cleanup_on_exit
-
-node=apply0
+socle_scenario apply0
 fixtures=$socle_repo/vm-tests/fixtures/update
-work=$(mktemp -d)
-at_exit rm -rf "$work"
 
-in_node() { node_exec "$node" "$@"; }
-greets() {
-    local got
-    got=$(in_node curl -fsS "http://127.0.0.1:$1/") || true
-    echo "port $1 says: $got"
-    [[ $got == "$2" ]]
-}
-active() { in_node systemctl is-active --quiet "$1.service"; }
 declare_in() {   # declare_in ROOT NAME TEXT
     mkdir -p "$1/etc/socle/containers.d" && printf '%s\n' "$3" >"$1/etc/socle/containers.d/$2.toml"
 }
@@ -62,14 +50,10 @@ apply_cost() {
     ((end > start))
 }
 
-build() {   # build ARCHIVE OPTIONS...: one variant of images/hello
-    local archive=$1; shift
-    "$socle_repo/scripts/build-image" "$@" "$socle_repo/images/hello" "oci-archive:$work/$archive"
-}
 check "socle binary was built ($socle_bin)" test -x "$socle_bin"
-check "image hello 1 builds" build hello-v1.tar --version 1
-check "image hello 2 builds" build hello-v2.tar --version 2
-check "image hello 3, greeter exits 1 at start, builds" build hello-v3-exit1.tar --version 3 \
+check "image hello 1 builds" build_hello "$work/hello-v1.tar" --version 1
+check "image hello 2 builds" build_hello "$work/hello-v2.tar" --version 2
+check "image hello 3, greeter exits 1 at start, builds" build_hello "$work/hello-v3-exit1.tar" --version 3 \
     --add-file "$fixtures/hello-greeter-exit1:/usr/bin/hello-greeter"
 
 check "node root is ready" node_root_cached

@@ -12,14 +12,8 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/../lib.sh"
 source "$here/../socle.sh"
-node_cleanup_on_exit
-
-node=cinit0
+socle_scenario cinit0
 examples=$socle_repo/docs/cloud-init
-work=$(mktemp -d)
-at_exit rm -rf "$work"
-
-in_node() { node_exec "$node" "$@"; }
 
 # The standard node root plus Debian's cloud-init (apt-get in a chroot, from
 # the archive the root's sources.list names) and the en_US.UTF-8 locale
@@ -87,7 +81,7 @@ for f in doc["write_files"]:
 }
 
 check "socle binary was built ($socle_bin)" test -x "$socle_bin"
-check "etcd image builds" "$socle_repo/scripts/build-image" "$socle_repo/images/etcd" "oci-archive:$work/etcd.tar"
+check "etcd image builds" build_image etcd etcd
 check "node root is ready" node_root_cached
 check "node root with cloud-init is ready" cloud_init_root
 check "fresh node" node_new "$node"
