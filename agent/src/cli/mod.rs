@@ -7,6 +7,7 @@ mod args;
 mod output;
 mod progress;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::FromArgMatches;
@@ -15,7 +16,7 @@ use args::{Cli, Command, Global, ImageCommand, ImagesCommand, RegistryArgs, Syst
 use socle::node::{
     one_line, ApplyRequest, Credentials, ImageName, ImageRef, InstallRequest, Limits, Node,
     NodeConfig, PackSpec, Policy, Progress, PullSettings, RegistryOptions, SystemdMode,
-    UninstallRequest, UpdateRequest,
+    UninstallRequest, UpdateRequest, DECLARATION_DIRS,
 };
 
 impl Global {
@@ -151,7 +152,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 let report =
                     node.update_all(pull.then_some(&settings), *no_rollback, timeout, policy)?;
                 output::updated_all(json, &report)?;
-                return report.failure().map_or(Ok(()), |e| Err(anyhow::anyhow!(e)));
+                return failed_if(report.failure());
             }
             let report = node.update(
                 &UpdateRequest {
@@ -178,9 +179,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fsck { repair, registry } => {
             let report = node.fsck(*repair, &registry.settings()?)?;
             output::checked(json, *repair, &report)?;
-            report
-                .failure(*repair)
-                .map_or(Ok(()), |e| Err(anyhow::anyhow!(e)))
+            failed_if(report.failure(*repair))
         }
         Command::Apply {
             dry_run,
@@ -189,28 +188,33 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             timeout,
             registry,
         } => {
-            let mut request = ApplyRequest {
+            let request = ApplyRequest {
+                dirs: declaration_dirs(dirs),
                 dry_run: *dry_run,
                 offline: *offline,
                 timeout: Duration::from_secs(*timeout),
-                ..ApplyRequest::default()
             };
-            if !dirs.is_empty() {
-                request.dirs = dirs.clone();
-            }
             let report = node.apply(&request, &registry.settings()?)?;
             output::applied(json, &report)?;
-            report.failure().map_or(Ok(()), |e| Err(anyhow::anyhow!(e)))
+            failed_if(report.failure())
         }
-        Command::Status { dirs } => {
-            let dirs = if dirs.is_empty() {
-                ApplyRequest::default().dirs
-            } else {
-                dirs.clone()
-            };
-            output::status(json, &node.status(&dirs)?)
-        }
+        Command::Status { dirs } => output::status(json, &node.status(&declaration_dirs(dirs))?),
         Command::List { all } => output::listed(json, &node.list(*all)?),
+    }
+}
+
+/// The error a command ends with when its report says it failed (after
+/// the report was printed).
+fn failed_if(failure: Option<String>) -> anyhow::Result<()> {
+    failure.map_or(Ok(()), |e| Err(anyhow::Error::msg(e)))
+}
+
+/// `--dir` as given, else the default containers.d directories.
+fn declaration_dirs(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    if dirs.is_empty() {
+        DECLARATION_DIRS.iter().map(PathBuf::from).collect()
+    } else {
+        dirs.to_vec()
     }
 }
 
@@ -230,9 +234,7 @@ fn images(node: &Node, json: bool, command: &ImagesCommand) -> anyhow::Result<()
         } => {
             let outcome = node.images_verify(image, *repair, &registry.settings()?)?;
             output::verified(json, &outcome)?;
-            outcome
-                .failure()
-                .map_or(Ok(()), |e| Err(anyhow::anyhow!(e)))
+            failed_if(outcome.failure())
         }
         ImagesCommand::Update {
             names,
@@ -241,7 +243,7 @@ fn images(node: &Node, json: bool, command: &ImagesCommand) -> anyhow::Result<()
         } => {
             let report = node.images_update(names, *all, &registry.settings()?)?;
             output::images_updated(json, &report)?;
-            report.failure().map_or(Ok(()), |e| Err(anyhow::anyhow!(e)))
+            failed_if(report.failure())
         }
     }
 }

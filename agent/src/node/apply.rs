@@ -192,7 +192,7 @@ fn read_record(host: &Host, name: &str) -> Option<Record> {
 }
 
 /// The name an image declared as `image` is stored under.
-fn store_name(image: &str) -> anyhow::Result<ImageName> {
+pub(super) fn store_name(image: &str) -> anyhow::Result<ImageName> {
     match image.parse::<ImageRef>()? {
         ImageRef::Docker(r) => Ok(r.image_name()),
         _ => anyhow::bail!(
@@ -363,7 +363,7 @@ impl Node {
             );
         }
         let name = store_name(&d.image).with_context(|| format!("{}: image", d.file.display()))?;
-        let stored = lookup(store, &name)?;
+        let stored = store.image_by_name(&name)?;
         let mut step = Step {
             name: d.name.clone(),
             action: Action::Unchanged,
@@ -567,7 +567,7 @@ impl Node {
         if order_changed {
             host.systemd.reload()?;
         }
-        let has_unit = host.unit_dir.join(&unit).exists();
+        let has_unit = host.unit_path(&d.name).exists();
         if has_unit {
             match d.state {
                 Wanted::Running => {
@@ -608,11 +608,6 @@ impl Node {
         fsops::remove_any(&host.applied_record(name))?;
         Ok(())
     }
-}
-
-/// The stored image of that name, if there is one.
-fn lookup(store: &Store, name: &ImageName) -> anyhow::Result<Option<StoredImage>> {
-    Ok(store.image_by_name(name)?)
 }
 
 /// Where a dry run would take an image that is not in the store from.

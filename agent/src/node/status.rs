@@ -119,8 +119,8 @@ fn drift(host: &deploy::Host, row: &ContainerReport, d: Option<&Declaration>) ->
             d.file.display()
         ));
     }
-    if let Ok(crate::reference::ImageRef::Docker(r)) = d.image.parse() {
-        let declared = r.image_name().to_string();
+    if let Ok(name) = super::apply::store_name(&d.image) {
+        let declared = name.to_string();
         if declared != current.image {
             out.push(format!(
                 "image: declared {declared}, deployed {}",
